@@ -1,0 +1,124 @@
+"""The library API: one indexed photo collection, opened from its index folder.
+
+The CLI, the chat session and the web UI all go through this class; none of them touches FAISS,
+SQLite or torch directly.
+
+On disk (`index_dir`):
+  catalog.sqlite      files, metadata, vectors (float32 blobs by content hash), embedder id, dim, metric
+  faiss.index         FAISS IndexIDMap2 keyed by catalog file id (a cache of the catalog's vectors)
+  faiss.tombstones.npy  ids removed from an HNSW index, skipped until the next rebuild
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.catalog import Catalog
+from retrieval.embedders.base import Embedder, get_embedder
+from retrieval.indexer import IndexOptions, IndexReport, Progress, index_folder
+from retrieval.query import Query, Result, Weights
+from retrieval.search import search
+from retrieval.stores.base import STORES, VectorStore
+
+# Above this many vectors `kind="auto"` picks HNSW over the exact flat index.
+HNSW_FROM = 200_000
+
+
+@dataclass
+class LibraryConfig:
+    """How an index is built and searched. `store`: `faiss`, `milvus-lite:PATH` or `milvus://HOST:PORT`."""
+
+    embedder: str = "bundled"
+    store: str = "faiss"
+    metric: str = "ip"
+    kind: str = "auto"
+    max_megapixels: float = IndexOptions.max_megapixels
+    show_progress: bool = True
+
+
+class Library:
+    def __init__(self, index_dir: Path, config: LibraryConfig, embedder: Embedder, catalog: Catalog, store: VectorStore):
+        self.index_dir, self.config, self.embedder = index_dir, config, embedder
+        self.catalog, self.store = catalog, store
+        self.weights = Weights()
+
+    @classmethod
+    def open(
+        cls,
+        index_dir: str | Path,
+        config: LibraryConfig | None = None,
+        embedder: Embedder | None = None,
+        reset: bool = False,
+    ) -> Library:
+        """Open (or create) an index. Refuses an index built with another embedder; `reset` starts afresh."""
+        config = config or LibraryConfig()
+        index_dir = Path(index_dir).expanduser()
+        if reset and index_dir.exists():
+            shutil.rmtree(index_dir)
+        embedder = embedder or get_embedder(config.embedder)
+        catalog = Catalog(index_dir / "catalog.sqlite")
+        catalog.check_space(embedder.id, embedder.dim, config.metric)
+        store = open_store(config, index_dir, embedder.dim, catalog.count())
+        library = cls(index_dir, config, embedder, catalog, store)
+        library.sync()
+        return library
+
+    def sync(self) -> None:
+        """Bring the store in line with the catalog (after a crash, or when the store was rebuilt)."""
+        wanted, have = self.catalog.ok_ids(), self.store.ids()
+        extra = np.setdiff1d(have, wanted)
+        if len(extra):
+            self.store.remove(extra)
+        missing = np.setdiff1d(wanted, have)
+        for ids, vectors in self.catalog.iter_vectors(missing, self.store.dim):
+            self.store.add(ids, vectors, self.catalog.meta_for(ids))
+        if len(extra) or len(missing):
+            self.store.save()
+
+    def index(self, folder: str | Path, progress: Progress | None = None, workers: int | None = None) -> IndexReport:
+        options = IndexOptions(max_megapixels=self.config.max_megapixels, show_progress=self.config.show_progress)
+        if workers:
+            options.workers = workers
+        return index_folder(folder, self.catalog, self.store, self.embedder, options, progress)
+
+    def search(self, query: Query) -> list[Result]:
+        return search(query, self.embedder, self.store, self.catalog, self.weights)
+
+    def record(self, file_id: int) -> dict | None:
+        return self.catalog.record(file_id)
+
+    def id_for_path(self, path: str | Path) -> int | None:
+        return self.catalog.id_for_path(str(Path(path).expanduser().resolve()))
+
+    def vectors(self, ids) -> np.ndarray:
+        return self.store.get(np.asarray(ids, np.int64))
+
+    @property
+    def roots(self) -> list[str]:
+        return self.catalog.roots()
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def close(self) -> None:
+        self.store.close()
+        self.catalog.close()
+
+
+def open_store(config: LibraryConfig, index_dir: Path, dim: int, count: int) -> VectorStore:
+    """Build the store a config names; FAISS kind `auto` is flat below HNSW_FROM vectors."""
+    scheme, _, target = config.store.partition(":")
+    if scheme == "faiss":
+        kind = config.kind if config.kind != "auto" else ("hnsw" if count >= HNSW_FROM else "flat")
+        return STORES["faiss"](index_dir / "faiss.index", dim, config.metric, kind)
+    if scheme in ("milvus-lite", "milvus"):
+        import retrieval.stores.milvus  # noqa: F401  (registers itself; needs the [milvus] extra)
+
+        if scheme == "milvus":
+            target = "http:" + target  # milvus://host:port -> http://host:port, as pymilvus expects
+        return STORES[scheme](target or str(index_dir / "milvus.db"), dim, config.metric)
+    raise ValueError(f"unknown store {config.store!r}; use faiss, milvus-lite:PATH or milvus://HOST:PORT")

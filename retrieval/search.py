@@ -1,0 +1,117 @@
+"""Query → vectors → store → reranked, explained results.
+
+The arithmetic (Rocchio composition, negative penalties) is in `retrieval.query`; this module only
+gathers the vectors it needs and explains each result in words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from retrieval.catalog import Catalog
+from retrieval.embedders.base import Embedder
+from retrieval.query import Query, Result, Weights, compose, rerank
+from retrieval.stores.base import VectorStore
+
+# With negatives or exclusions, fetch this many candidates per wanted result before reranking.
+OVERFETCH = 8
+MIN_CANDIDATES = 200
+
+
+def search(
+    query: Query, embedder: Embedder, store: VectorStore, catalog: Catalog, weights: Weights = Weights()
+) -> list[Result]:
+    if query.is_empty():
+        return []
+    texts = [t for t, _ in query.positive] + [t for t, _ in query.negative]
+    text_vecs = embedder.embed_texts(texts) if texts else np.zeros((0, store.dim), np.float32)
+    pos_vecs, neg_vecs = text_vecs[: len(query.positive)], text_vecs[len(query.positive) :]
+    image_vecs = embedder.embed_images(query.images).vectors if query.images else _none(store.dim)
+    liked = store.get(np.array(query.like_ids, np.int64)) if query.like_ids else _none(store.dim)
+    disliked = store.get(np.array(query.dislike_ids, np.int64)) if query.dislike_ids else _none(store.dim)
+    q = compose(pos_vecs, np.array([w for _, w in query.positive]), image_vecs, liked, disliked, weights)
+
+    banned = set(query.exclude_ids) | set(query.dislike_ids)
+    wide = bool(query.negative) or bool(banned)
+    k_fetch = max(query.k * OVERFETCH, MIN_CANDIDATES) if wide else query.k
+    allowed = where = None
+    if not query.filter.is_empty():
+        if store.filters_natively:
+            where = query.filter
+        else:
+            allowed = catalog.ids_matching(query.filter)
+    hits = store.search(q, k_fetch, allowed=allowed, where=where)
+    ids = np.array([i for i in hits.ids if int(i) not in banned], np.int64)
+    if len(ids) == 0:
+        return []
+    vectors = store.get(ids)
+    neg_weights = np.array([w for _, w in query.negative], np.float32)
+    scores, penalties = rerank(q, vectors, neg_vecs, neg_weights, weights)
+    if store.metric == "l2":
+        scores = 2 * scores - 2  # -||a-b||² for unit vectors, so scores read as the metric's
+    order = np.argsort(-scores, kind="stable")[: query.k]
+    explain = Explainer(query, pos_vecs, neg_vecs, image_vecs, liked, embedder)
+    results = []
+    for n in order:
+        record = catalog.record(int(ids[n])) or {"path": "", "tags": []}
+        tags = record.pop("tags")
+        results.append(
+            Result(
+                id=int(ids[n]),
+                path=record["path"],
+                score=float(scores[n]),
+                explanation=explain(vectors[n], tags, float(penalties[n])),
+                tags=tags,
+                meta=record,
+            )
+        )
+    return results
+
+
+def _none(dim: int) -> np.ndarray:
+    return np.zeros((0, dim), np.float32)
+
+
+class Explainer:
+    """Says why an image matched: the concept it is closest to, its own labels, and the examples it resembles."""
+
+    def __init__(self, query: Query, pos, neg, images, liked, embedder: Embedder):
+        self.query, self.pos, self.neg, self.images, self.liked = query, pos, neg, images, liked
+        self.label_vector: Callable[[str], np.ndarray] = _label_vectors(embedder)
+
+    def __call__(self, vector: np.ndarray, tags: list, penalty: float) -> str:
+        parts = []
+        if len(self.pos):
+            sims = self.pos @ vector
+            best = int(np.argmax(sims))
+            parts.append(f"closest to “{self.query.positive[best][0]}” ({sims[best]:.2f})")
+        if tags:
+            parts.append("looks like " + ", ".join(self._ranked_tags(tags)))
+        if len(self.images):
+            parts.append(f"resembles your photo ({float((self.images @ vector).max()):.2f})")
+        if len(self.liked):
+            parts.append(f"resembles images you liked ({float((self.liked @ vector).max()):.2f})")
+        if penalty > 0.05 and len(self.neg):
+            worst = int(np.argmax(self.neg @ vector))
+            parts.append(f"ranked lower for resembling “{self.query.negative[worst][0]}”")
+        return "; ".join(parts)
+
+    def _ranked_tags(self, tags: list) -> list[str]:
+        """The image's labels, those nearest the query's concepts first."""
+        if not len(self.pos):
+            return [t for t, _ in tags[:3]]
+        scored = [(float((self.pos @ self.label_vector(t)).max()), t) for t, _ in tags[:5]]
+        return [t for _, t in sorted(scored, reverse=True)[:3]]
+
+
+def _label_vectors(embedder: Embedder) -> Callable[[str], np.ndarray]:
+    cache = embedder.__dict__.setdefault("_label_vector_cache", {})
+
+    def vector(label: str) -> np.ndarray:
+        if label not in cache:
+            cache[label] = embedder.embed_texts([label])[0]
+        return cache[label]
+
+    return vector

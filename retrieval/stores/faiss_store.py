@@ -1,0 +1,166 @@
+"""The default vector store: a FAISS index keyed by catalog id, on the GPU when faiss-gpu sees one.
+
+`flat` is exact and supports removal; `hnsw` is approximate and fast at millions of vectors, and
+since HNSW graphs cannot delete, removed ids become tombstones that searches skip until the next
+rebuild. The index file is a cache of the catalog: saved atomically, and re-synced on open.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from retrieval.query import Filter
+from retrieval.stores.base import Hits, VectorStore, register
+
+# Below this many allowed ids a filtered search scores them directly (exact and cheaper than a selector).
+SMALL_FILTER = 20000
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 96
+
+
+def gpu_count() -> int:
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+@register("faiss")
+class FaissStore(VectorStore):
+    def __init__(self, path: Path | None, dim: int, metric: str = "ip", kind: str = "flat", use_gpu: bool | None = None):
+        if metric not in ("ip", "l2"):
+            raise ValueError(f"metric must be 'ip' or 'l2', not {metric!r}")
+        if kind not in ("flat", "hnsw"):
+            raise ValueError(f"index kind must be 'flat' or 'hnsw', not {kind!r}")
+        self.path, self.dim, self.metric, self.kind = (Path(path) if path else None), dim, metric, kind
+        self.use_gpu = gpu_count() > 0 if use_gpu is None else use_gpu
+        self._gpu_index = None
+        self.tombstones: set[int] = set()
+        self.index = self._load() or self._empty()
+
+    # --- building --------------------------------------------------------------------------------
+    def _empty(self) -> faiss.Index:
+        faiss_metric = faiss.METRIC_INNER_PRODUCT if self.metric == "ip" else faiss.METRIC_L2
+        if self.kind == "hnsw":
+            inner = faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss_metric)
+            inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            inner.hnsw.efSearch = HNSW_EF_SEARCH
+        else:
+            inner = faiss.IndexFlatIP(self.dim) if self.metric == "ip" else faiss.IndexFlatL2(self.dim)
+        return faiss.IndexIDMap2(inner)
+
+    def _load(self) -> faiss.Index | None:
+        if not self.path or not self.path.exists():
+            return None
+        self._owner = faiss.read_index(str(self.path))  # owns the C++ object the downcast views share
+        index = faiss.downcast_index(self._owner)
+        inner = faiss.downcast_index(index.index)
+        kind = "hnsw" if isinstance(inner, faiss.IndexHNSW) else "flat"
+        metric = "ip" if index.metric_type == faiss.METRIC_INNER_PRODUCT else "l2"
+        if index.d != self.dim or kind != self.kind or metric != self.metric:
+            return None  # settings changed: the caller re-syncs from the catalog into a fresh index
+        if kind == "hnsw":
+            inner.hnsw.efSearch = HNSW_EF_SEARCH
+        tomb = self.path.with_suffix(".tombstones.npy")
+        if tomb.exists():
+            self.tombstones = set(np.load(tomb).tolist())
+        return index
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, meta: Sequence[dict] | None = None) -> None:
+        ids = np.asarray(ids, np.int64)
+        if len(ids) == 0:
+            return
+        present = self._present(ids)
+        if present.any():  # re-adding an id replaces it: crash and rerun never duplicate
+            self.remove(ids[present])
+        self.tombstones.difference_update(ids.tolist())
+        self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids)
+        self._gpu_index = None
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, np.int64)
+        if self.kind == "hnsw":
+            self.tombstones.update(int(i) for i in ids if self._present(np.array([i]))[0])
+        else:
+            self.index.remove_ids(faiss.IDSelectorBatch(ids))
+        self._gpu_index = None
+
+    def _present(self, ids: np.ndarray) -> np.ndarray:
+        id_map = self._id_map()
+        if not len(id_map):
+            return np.zeros(len(ids), bool)
+        return np.isin(ids, id_map) & ~np.isin(ids, list(self.tombstones))
+
+    def _id_map(self) -> np.ndarray:
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    # --- reading ---------------------------------------------------------------------------------
+    def ids(self) -> np.ndarray:
+        ids = self._id_map()
+        return ids[~np.isin(ids, list(self.tombstones))] if self.tombstones else ids
+
+    def __len__(self) -> int:
+        return self.index.ntotal - len(self.tombstones)
+
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, np.int64)
+        if len(ids) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([self.index.reconstruct(int(i)) for i in ids]).astype(np.float32)
+
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None, where: Filter | None = None) -> Hits:
+        """Top-k ids for one query vector, best first; `allowed` restricts the ids considered."""
+        batch = np.asarray(query, np.float32).reshape(1, -1)
+        if allowed is not None and len(allowed) <= SMALL_FILTER:
+            return self._search_subset(batch[0], k, np.asarray(allowed, np.int64))
+        fetch = min(k + len(self.tombstones), max(self.index.ntotal, 1))
+        params = self._params(allowed)
+        if params is None and self.use_gpu and self.kind == "flat":
+            scores, ids = self._gpu().search(batch, fetch)
+        else:
+            scores, ids = self.index.search(batch, fetch, params=params)
+        scores, ids = (-scores[0] if self.metric == "l2" else scores[0]), ids[0]
+        keep = ids >= 0
+        if self.tombstones:
+            keep &= ~np.isin(ids, list(self.tombstones))
+        return Hits(ids[keep][:k], scores[keep][:k])
+
+    def _search_subset(self, query: np.ndarray, k: int, allowed: np.ndarray) -> Hits:
+        allowed = allowed[self._present(allowed)]
+        vectors = self.get(allowed)
+        scores = vectors @ query if self.metric == "ip" else -((vectors - query) ** 2).sum(-1)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return Hits(allowed[order], scores[order])
+
+    def _params(self, allowed: np.ndarray | None):
+        if allowed is None:
+            return None
+        selector = faiss.IDSelectorBatch(np.asarray(allowed, np.int64))
+        if self.kind == "hnsw":
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=HNSW_EF_SEARCH)
+        return faiss.SearchParameters(sel=selector)
+
+    def _gpu(self) -> faiss.Index:
+        """A GPU copy of a flat index, made on first search after a change."""
+        if self._gpu_index is None:
+            self._gpu_resources = getattr(self, "_gpu_resources", None) or faiss.StandardGpuResources()
+            self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self.index)
+        return self._gpu_index
+
+    # --- persistence -----------------------------------------------------------------------------
+    def save(self) -> None:
+        if not self.path:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        faiss.write_index(self.index, str(tmp))
+        tomb = self.path.with_suffix(".tombstones.npy")
+        if self.tombstones:
+            np.save(tomb.with_name(tomb.name + ".tmp.npy"), np.array(sorted(self.tombstones), np.int64))
+            os.replace(tomb.with_name(tomb.name + ".tmp.npy"), tomb)
+        elif tomb.exists():
+            tomb.unlink()
+        os.replace(tmp, self.path)
