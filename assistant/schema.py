@@ -27,6 +27,8 @@ class QueryUpdate(BaseModel):
     add: list[str] = Field(default_factory=list, description="concepts the images should show")
     remove: list[str] = Field(default_factory=list, description="earlier concepts to drop")
     exclude: list[str] = Field(default_factory=list, description="concepts the images must not show")
-    more_like: list[int] = Field(default_factory=list, description="1-based ranks of shown results to find more like")
+    more_like: list[int] = Field(
+        default_factory=list, description="1-based ranks of shown results to find more like"
+    )
     less_like: list[int] = Field(default_factory=list, description="1-based ranks of shown results to avoid")
     filters: Filters = Field(default_factory=Filters)

@@ -73,7 +73,12 @@ class Catalog:
     def check_space(self, embedder_id: str, dim: int, metric: str) -> None:
         """Record the embedder, dimension and metric on first use; refuse a different one later."""
         meta = dict(self.db.execute("SELECT key, value FROM meta"))
-        wanted = {"schema_version": str(SCHEMA_VERSION), "embedder": embedder_id, "dim": str(dim), "metric": metric}
+        wanted = {
+            "schema_version": str(SCHEMA_VERSION),
+            "embedder": embedder_id,
+            "dim": str(dim),
+            "metric": metric,
+        }
         if not meta:
             self._write_meta(wanted)
             return
@@ -120,7 +125,19 @@ class Catalog:
                      width=excluded.width, height=excluded.height, date=excluded.date,
                      camera=excluded.camera, error=excluded.error
                    RETURNING id""",
-                (r.path, folder, r.size, r.mtime_ns, r.hash, r.status, r.width, r.height, r.date, r.camera, r.error),
+                (
+                    r.path,
+                    folder,
+                    r.size,
+                    r.mtime_ns,
+                    r.hash,
+                    r.status,
+                    r.width,
+                    r.height,
+                    r.date,
+                    r.camera,
+                    r.error,
+                ),
             )
             ids.append(cur.fetchone()[0])
         return ids
@@ -143,7 +160,9 @@ class Catalog:
         return ids
 
     def drop_orphan_vectors(self) -> int:
-        cur = self.db.execute("DELETE FROM vectors WHERE hash NOT IN (SELECT hash FROM files WHERE hash IS NOT NULL)")
+        cur = self.db.execute(
+            "DELETE FROM vectors WHERE hash NOT IN (SELECT hash FROM files WHERE hash IS NOT NULL)"
+        )
         return cur.rowcount
 
     # --- reads -----------------------------------------------------------------------------------
@@ -151,7 +170,8 @@ class Catalog:
         """path -> (size, mtime_ns, status) for every catalogued file under `folder`."""
         prefix = folder.rstrip("/") + "/"
         rows = self.db.execute(
-            "SELECT path, size, mtime_ns, status FROM files WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)
+            "SELECT path, size, mtime_ns, status FROM files WHERE substr(path, 1, ?) = ?",
+            (len(prefix), prefix),
         )
         return {p: (s, m, st) for p, s, m, st in rows}
 
@@ -176,7 +196,9 @@ class Catalog:
                 out[pos[i]] = np.frombuffer(blob, np.float32)
         return out
 
-    def iter_vectors(self, ids: np.ndarray, dim: int, batch: int = 10000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_vectors(
+        self, ids: np.ndarray, dim: int, batch: int = 10000
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, len(ids), batch):
             part = ids[start : start + batch]
             yield part, self.vectors_for(part, dim)

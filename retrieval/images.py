@@ -74,13 +74,13 @@ def decode(
             f"too large to process ({width * height / 1e6:.0f} MP; the limit is {max_megapixels:g} MP, "
             f"raise it with --max-megapixels)"
         )
-    exif = _exif(image)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             if draft_size and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
+        exif = _exif(image)
         rgb = to_rgb(ImageOps.exif_transpose(image))
     except ImageError:
         raise
@@ -134,5 +134,7 @@ def _exif(image: Image.Image) -> dict:
             pass
     make, model = (str(exif.get(tag) or "").strip("\x00 ") for tag in (0x010F, 0x0110))
     if make or model:
-        out["camera"] = model if make and model.lower().startswith(make.lower()) else f"{make} {model}".strip()
+        out["camera"] = (
+            model if make and model.lower().startswith(make.lower()) else f"{make} {model}".strip()
+        )
     return out

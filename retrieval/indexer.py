@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,14 @@ from tqdm import tqdm
 
 from retrieval.catalog import Catalog, FileRow
 from retrieval.embedders.base import Embedder
-from retrieval.images import DEFAULT_MAX_MEGAPIXELS, IMAGE_EXTENSIONS, ImageError, content_hash, decode, read_bytes
+from retrieval.images import (
+    DEFAULT_MAX_MEGAPIXELS,
+    IMAGE_EXTENSIONS,
+    ImageError,
+    content_hash,
+    decode,
+    read_bytes,
+)
 from retrieval.stores.base import VectorStore
 
 SAVE_EVERY_S = 30.0
@@ -32,6 +40,8 @@ class IndexOptions:
     workers: int = max(2, min(8, (os.cpu_count() or 2)))
     batch_size: int | None = None  # default: the embedder's
     show_progress: bool = True
+    #: called with (path, reason) for each file skipped in this run, as it happens
+    on_skip: Callable[[str, str], None] | None = None
 
 
 @dataclass
@@ -130,7 +140,7 @@ def _embed_all(todo, catalog, store, embedder, options, progress, report) -> Non
 
     def flush() -> None:
         nonlocal done, last_save
-        _commit(pending, catalog, store, embedder, report)
+        _commit(pending, catalog, store, embedder, report, options.on_skip)
         done += len(pending)
         bar.update(len(pending))
         if progress:
@@ -172,14 +182,19 @@ def _load(item, embedder: Embedder, known_hashes: set, max_megapixels: float) ->
         decoded = decode(data, max_megapixels, draft_size=64 if reuse else None)
         if not reuse:
             out.image = embedder.preprocess(decoded.image)
-        out.row = FileRow(path, size, mtime_ns, out.hash, "ok", decoded.width, decoded.height, decoded.date, decoded.camera)
+        date = decoded.date or datetime.fromtimestamp(mtime_ns / 1e9).isoformat(sep=" ", timespec="seconds")
+        out.row = FileRow(
+            path, size, mtime_ns, out.hash, "ok", decoded.width, decoded.height, date, decoded.camera
+        )
     except (ImageError, OSError) as exc:
         out.error = str(exc) if isinstance(exc, ImageError) else f"cannot read file: {exc.strerror or exc}"
         out.row = FileRow(path, size, mtime_ns, None, "failed", error=out.error)
     return out
 
 
-def _commit(batch: list[_Loaded], catalog: Catalog, store: VectorStore, embedder: Embedder, report) -> None:
+def _commit(
+    batch: list[_Loaded], catalog: Catalog, store: VectorStore, embedder: Embedder, report, on_skip
+) -> None:
     """Embed the new images of a batch, then write files and vectors in one transaction, then the store."""
     hashes, vectors, tags = _embed([x for x in batch if x.image is not None], embedder)
     with catalog.transaction():
@@ -188,7 +203,8 @@ def _commit(batch: list[_Loaded], catalog: Catalog, store: VectorStore, embedder
         ids = catalog.put_files([x.row for x in batch])
     for x in batch:
         if x.row.status == "failed":
-            tqdm.write(f"skipped {x.path}: {x.error}")
+            if on_skip:
+                on_skip(x.path, x.error)
         elif x.image is None:
             report.reused += 1
         else:

@@ -12,6 +12,7 @@ On disk (`index_dir`):
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,9 @@ class LibraryConfig:
 
 
 class Library:
-    def __init__(self, index_dir: Path, config: LibraryConfig, embedder: Embedder, catalog: Catalog, store: VectorStore):
+    def __init__(
+        self, index_dir: Path, config: LibraryConfig, embedder: Embedder, catalog: Catalog, store: VectorStore
+    ):
         self.index_dir, self.config, self.embedder = index_dir, config, embedder
         self.catalog, self.store = catalog, store
         self.weights = Weights()
@@ -79,8 +82,19 @@ class Library:
         if len(extra) or len(missing):
             self.store.save()
 
-    def index(self, folder: str | Path, progress: Progress | None = None, workers: int | None = None) -> IndexReport:
-        options = IndexOptions(max_megapixels=self.config.max_megapixels, show_progress=self.config.show_progress)
+    def index(
+        self,
+        folder: str | Path,
+        progress: Progress | None = None,
+        on_skip: Callable[[str, str], None] | None = None,
+        workers: int | None = None,
+    ) -> IndexReport:
+        """Index new and changed images under `folder`, drop vanished ones; see `retrieval.indexer`."""
+        options = IndexOptions(
+            max_megapixels=self.config.max_megapixels,
+            show_progress=self.config.show_progress,
+            on_skip=on_skip,
+        )
         if workers:
             options.workers = workers
         return index_folder(folder, self.catalog, self.store, self.embedder, options, progress)

@@ -46,7 +46,7 @@ class Query:
         return not (self.positive or self.images or self.like_ids)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Weights:
     """Rocchio weights: how much each part of the query pulls or pushes.
 

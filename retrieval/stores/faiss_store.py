@@ -30,7 +30,9 @@ def gpu_count() -> int:
 
 @register("faiss")
 class FaissStore(VectorStore):
-    def __init__(self, path: Path | None, dim: int, metric: str = "ip", kind: str = "flat", use_gpu: bool | None = None):
+    def __init__(
+        self, path: Path | None, dim: int, metric: str = "ip", kind: str = "flat", use_gpu: bool | None = None
+    ):
         if metric not in ("ip", "l2"):
             raise ValueError(f"metric must be 'ip' or 'l2', not {metric!r}")
         if kind not in ("flat", "hnsw"):
@@ -111,7 +113,9 @@ class FaissStore(VectorStore):
             return np.zeros((0, self.dim), np.float32)
         return np.stack([self.index.reconstruct(int(i)) for i in ids]).astype(np.float32)
 
-    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None, where: Filter | None = None) -> Hits:
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None, where: Filter | None = None
+    ) -> Hits:
         """Top-k ids for one query vector, best first; `allowed` restricts the ids considered."""
         batch = np.asarray(query, np.float32).reshape(1, -1)
         if allowed is not None and len(allowed) <= SMALL_FILTER:
