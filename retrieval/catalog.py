@@ -70,12 +70,13 @@ class Catalog:
         self.db.executescript(_SCHEMA)
 
     # --- identity of the vector space -------------------------------------------------------------
-    def check_space(self, embedder_id: str, dim: int, metric: str) -> None:
+    def check_space(self, embedder_id: str, dim: int, metric: str, spec: str = "") -> None:
         """Record the embedder, dimension and metric on first use; refuse a different one later."""
         meta = dict(self.db.execute("SELECT key, value FROM meta"))
         wanted = {
             "schema_version": str(SCHEMA_VERSION),
             "embedder": embedder_id,
+            "embedder_spec": spec or embedder_id,
             "dim": str(dim),
             "metric": metric,
         }
@@ -90,7 +91,7 @@ class Catalog:
             raise CatalogMismatch(
                 f"{self.path.parent} was built with embedder {meta.get('embedder')!r} ({meta.get('dim')}-d), "
                 f"not {embedder_id!r} ({dim}-d); re-index with `imgchat index FOLDER --embedder "
-                f"{embedder_id.split(':')[0]} --reindex` or use another --index"
+                f"{spec or embedder_id} --reindex` or use another --index"
             )
         if meta.get("metric") != metric:
             self._write_meta({"metric": metric})  # the store is rebuilt; vectors do not change

@@ -33,7 +33,8 @@ HNSW_FROM = 200_000
 class LibraryConfig:
     """How an index is built and searched. `store`: `faiss`, `milvus-lite:PATH` or `milvus://HOST:PORT`."""
 
-    embedder: str = "bundled"
+    #: None: the embedder the index was built with, or `bundled` for a new index
+    embedder: str | None = None
     store: str = "faiss"
     metric: str = "ip"
     kind: str = "auto"
@@ -62,9 +63,10 @@ class Library:
         index_dir = Path(index_dir).expanduser()
         if reset and index_dir.exists():
             shutil.rmtree(index_dir)
-        embedder = embedder or get_embedder(config.embedder)
         catalog = Catalog(index_dir / "catalog.sqlite")
-        catalog.check_space(embedder.id, embedder.dim, config.metric)
+        spec = config.embedder or catalog.stored_space().get("embedder_spec") or "bundled"
+        embedder = embedder or get_embedder(spec)
+        catalog.check_space(embedder.id, embedder.dim, config.metric, spec)
         store = open_store(config, index_dir, embedder.dim, catalog.count())
         library = cls(index_dir, config, embedder, catalog, store)
         library.sync()

@@ -5,6 +5,7 @@ Kept free of models and indexes so that query composition and feedback are teste
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,3 +126,20 @@ class Result:
     explanation: str = ""
     tags: list[tuple[str, float]] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+
+
+_NEGATION = re.compile(r"^(?:not|no|without|except|minus)\s+", re.I)
+
+
+def split_concepts(text: str) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """`"cats, not black, outdoors"` → positives [cats, outdoors], negatives [black] (weight 1 each).
+
+    The command line's shorthand; the chat has a fuller parser in `assistant.rules`.
+    """
+    positive, negative = [], []
+    for part in (p.strip() for p in re.split(r"[,;]", text)):
+        if not part:
+            continue
+        stripped = _NEGATION.sub("", part)
+        (negative if stripped != part else positive).append((stripped, 1.0))
+    return positive, negative
