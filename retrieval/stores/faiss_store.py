@@ -28,6 +28,18 @@ def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
+class _one_thread:
+    """One query is faster on one OpenMP thread: waking a team costs more than it saves, and far more
+    on a busy machine. OpenMP's thread count is per calling thread, so this does not race."""
+
+    def __enter__(self):
+        self.before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+
+    def __exit__(self, *_):
+        faiss.omp_set_num_threads(self.before)
+
+
 @register("faiss")
 class FaissStore(VectorStore):
     def __init__(
@@ -125,7 +137,8 @@ class FaissStore(VectorStore):
         if params is None and self.use_gpu and self.kind == "flat":
             scores, ids = self._gpu().search(batch, fetch)
         else:
-            scores, ids = self.index.search(batch, fetch, params=params)
+            with _one_thread():
+                scores, ids = self.index.search(batch, fetch, params=params)
         scores, ids = (-scores[0] if self.metric == "l2" else scores[0]), ids[0]
         keep = ids >= 0
         if self.tombstones:
