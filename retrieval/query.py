@@ -105,15 +105,25 @@ def rerank(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score candidates by similarity to the query minus a penalty for the closest negative concept.
 
-    Returns (scores, penalties). The penalty only counts similarity to a negative above what the
-    candidate has to the query's own direction, so "cats, not black" does not punish every cat.
+    Returns (scores, penalties). Each negative is first stripped of its component along the query,
+    so "windmills, not white windmills" penalises whiteness, not every windmill.
     """
     scores = candidates @ query
     if len(negatives) == 0:
         return scores, np.zeros_like(scores)
-    neg_sims = (candidates @ negatives.T) * np.asarray(negative_weights, np.float32)[None, :]
+    neg_sims = (candidates @ _orthogonal_to(negatives, query).T) * np.asarray(negative_weights, np.float32)[None, :]
     penalty = np.clip(neg_sims.max(axis=1), 0.0, None) * weights.negative_penalty
     return scores - penalty, penalty
+
+
+def _orthogonal_to(negatives: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Unit negatives minus their projection on the query; a negative that is (almost) the query stays as is."""
+    rest = negatives - np.outer(negatives @ query, query)
+    norms = np.linalg.norm(rest, axis=1, keepdims=True)
+    safe = norms[:, 0] > 0.2
+    out = negatives.copy()
+    out[safe] = rest[safe] / norms[safe]
+    return out.astype(np.float32)
 
 
 @dataclass

@@ -62,3 +62,13 @@ def test_penalty_strength_is_a_weight():
     soft, _ = rerank(query, cand, neg, np.ones(1), Weights(negative_penalty=0.5))
     hard, _ = rerank(query, cand, neg, np.ones(1), Weights(negative_penalty=1.0))
     assert np.isclose(soft[0], 0.5) and np.isclose(hard[0], 0.2)
+
+
+def test_negative_sharing_the_subject_only_penalises_the_difference():
+    # "windmills, not white windmills": dims = (windmill, white, stone)
+    query = np.array([1, 0, 0], np.float32)
+    white_mill = np.array([0.8, 0.6, 0], np.float32)
+    stone_mill = np.array([0.8, 0, 0.6], np.float32)
+    negative = np.array([[0.7071, 0.7071, 0]], np.float32)  # "white windmills"
+    scores, penalties = rerank(query, np.stack([white_mill, stone_mill]), negative, np.ones(1))
+    assert penalties[1] == 0 and penalties[0] > 0.5 and scores[1] > scores[0]
