@@ -11,13 +11,13 @@ from tqdm import tqdm
 
 from assistant.config import Settings
 from retrieval.catalog import CatalogMismatch
-from retrieval.embedders.base import UnknownEmbedder
+from retrieval.embedders.base import ModelUnavailable, UnknownEmbedder
 from retrieval.images import ImageError, load_image
 from retrieval.library import Library
 from retrieval.paths import imgchat_home, resolve_index
 from retrieval.query import Query, split_concepts
 
-KNOWN_ERRORS = (CatalogMismatch, UnknownEmbedder, ImageError, FileNotFoundError, ValueError)
+KNOWN_ERRORS = (CatalogMismatch, UnknownEmbedder, ModelUnavailable, ImageError, FileNotFoundError, ValueError)
 
 
 def store_options(f):

@@ -63,6 +63,10 @@ class UnknownEmbedder(ValueError):
     pass
 
 
+class ModelUnavailable(RuntimeError):
+    """A model's weights cannot be loaded (offline, missing folder, wrong family); one line for a person."""
+
+
 def get_embedder(spec: str, **options) -> Embedder:
     """Build an embedder from a spec: `bundled`, `fake`, `clip:openai/clip-vit-base-patch32`, `clip:/a/folder`."""
     name, _, arg = spec.partition(":")

@@ -18,11 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from retrieval.embedders.base import Embedder, ImageBatch, normalize, register
-
-
-class ModelUnavailable(RuntimeError):
-    """The model's files cannot be read: not cached, no network, or not a model folder."""
+from retrieval.embedders.base import Embedder, ImageBatch, ModelUnavailable, normalize, register
 
 
 @dataclass(frozen=True)
