@@ -8,6 +8,7 @@ A kill at any moment loses at most the batch in flight; the next run skips what 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -42,6 +43,8 @@ class IndexOptions:
     show_progress: bool = True
     #: called with (path, reason) for each file skipped in this run, as it happens
     on_skip: Callable[[str, str], None] | None = None
+    #: held while the catalog and store change, so searches from other threads see whole batches
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
 
 @dataclass
@@ -118,14 +121,15 @@ def index_folder(
             todo.append((path, st.st_size, st.st_mtime_ns))
     gone = [p for p in known if p not in seen]
     if gone:
-        with catalog.transaction():
+        with options.lock, catalog.transaction():
             ids = catalog.delete_paths(gone)
-        store.remove(np.array(ids, np.int64))
+            store.remove(np.array(ids, np.int64))
         report.removed = len(gone)
     _embed_all(todo, catalog, store, embedder, options, progress, report)
-    with catalog.transaction():
-        catalog.drop_orphan_vectors()
-    store.save()
+    with options.lock:
+        with catalog.transaction():
+            catalog.drop_orphan_vectors()
+        store.save()
     report.failed = [(p, e) for p, e in catalog.failures() if p.startswith(str(root) + os.sep)]
     report.seconds = time.monotonic() - started
     return report
@@ -140,14 +144,15 @@ def _embed_all(todo, catalog, store, embedder, options, progress, report) -> Non
 
     def flush() -> None:
         nonlocal done, last_save
-        _commit(pending, catalog, store, embedder, report, options.on_skip)
+        _commit(pending, catalog, store, embedder, report, options)
         done += len(pending)
         bar.update(len(pending))
         if progress:
             progress(done, len(todo))
         pending.clear()
         if time.monotonic() - last_save > SAVE_EVERY_S:
-            store.save()
+            with options.lock:
+                store.save()
             last_save = time.monotonic()
 
     def load(item) -> _Loaded:
@@ -193,25 +198,34 @@ def _load(item, embedder: Embedder, known_hashes: set, max_megapixels: float) ->
 
 
 def _commit(
-    batch: list[_Loaded], catalog: Catalog, store: VectorStore, embedder: Embedder, report, on_skip
+    batch: list[_Loaded],
+    catalog: Catalog,
+    store: VectorStore,
+    embedder: Embedder,
+    report,
+    options: IndexOptions,
 ) -> None:
-    """Embed the new images of a batch, then write files and vectors in one transaction, then the store."""
+    """Embed the new images of a batch, then write files and vectors in one transaction, then the store.
+
+    The model runs outside the lock, so searches from other threads wait only for the writes.
+    """
     hashes, vectors, tags = _embed([x for x in batch if x.image is not None], embedder)
-    with catalog.transaction():
-        if hashes:
-            catalog.put_vectors(hashes, vectors, tags)
-        ids = catalog.put_files([x.row for x in batch])
+    with options.lock:
+        with catalog.transaction():
+            if hashes:
+                catalog.put_vectors(hashes, vectors, tags)
+            ids = catalog.put_files([x.row for x in batch])
+        ok_ids = np.array([i for i, x in zip(ids, batch, strict=True) if x.row.status == "ok"], np.int64)
+        if len(ok_ids):
+            store.add(ok_ids, catalog.vectors_for(ok_ids, store.dim), catalog.meta_for(ok_ids))
     for x in batch:
         if x.row.status == "failed":
-            if on_skip:
-                on_skip(x.path, x.error)
+            if options.on_skip:
+                options.on_skip(x.path, x.error)
         elif x.image is None:
             report.reused += 1
         else:
             report.added += 1
-    ok_ids = np.array([i for i, x in zip(ids, batch, strict=True) if x.row.status == "ok"], np.int64)
-    if len(ok_ids):
-        store.add(ok_ids, catalog.vectors_for(ok_ids, store.dim), catalog.meta_for(ok_ids))
 
 
 def _embed(fresh: list[_Loaded], embedder: Embedder) -> tuple[list[str], np.ndarray, list]:

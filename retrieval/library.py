@@ -12,6 +12,7 @@ On disk (`index_dir`):
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ class Library:
         self.index_dir, self.config, self.embedder = index_dir, config, embedder
         self.catalog, self.store = catalog, store
         self.weights = Weights()
+        # one writer (the indexer) and many readers (chat sessions) share the catalog and the store
+        self.lock = threading.RLock()
 
     @classmethod
     def open(
@@ -102,16 +105,20 @@ class Library:
         return index_folder(folder, self.catalog, self.store, self.embedder, options, progress)
 
     def search(self, query: Query) -> list[Result]:
-        return search(query, self.embedder, self.store, self.catalog, self.weights)
+        with self.lock:
+            return search(query, self.embedder, self.store, self.catalog, self.weights)
 
     def record(self, file_id: int) -> dict | None:
-        return self.catalog.record(file_id)
+        with self.lock:
+            return self.catalog.record(file_id)
 
     def id_for_path(self, path: str | Path) -> int | None:
-        return self.catalog.id_for_path(str(Path(path).expanduser().resolve()))
+        with self.lock:
+            return self.catalog.id_for_path(str(Path(path).expanduser().resolve()))
 
     def vectors(self, ids) -> np.ndarray:
-        return self.store.get(np.asarray(ids, np.int64))
+        with self.lock:
+            return self.store.get(np.asarray(ids, np.int64))
 
     @property
     def roots(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def make_image(path: Path, colour=(220, 30, 30), size=(64, 48), fmt=None, **save
     """Write a real image file: a solid colour with a little noise so files differ by content."""
     import numpy as np
 
-    rng = np.random.default_rng(abs(hash((str(path), colour))) % 2**32)
+    seed = int.from_bytes(hashlib.sha256(f"{path.name}{colour}".encode()).digest()[:4], "little")
+    rng = np.random.default_rng(seed)
     pixels = np.clip(np.array(colour)[None, None, :] + rng.integers(-8, 8, (size[1], size[0], 3)), 0, 255)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels.astype("uint8")).save(path, format=fmt, **save)
