@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 from tqdm import tqdm
@@ -77,12 +78,7 @@ def index(folder, index, embedder, store, metric, kind, max_megapixels, reindex,
     with _errors():
         library = open_library(settings, index, folder, reset=reindex, create=True)
         say = lambda path, why: tqdm.write(f"skipped {path}: {why}", file=sys.stderr)  # noqa: E731
-        if processes > 1:
-            from retrieval.shard import index_sharded
-
-            report = index_sharded(library, folder, processes, on_skip=say)
-        else:
-            report = library.index(folder, on_skip=say)
+        report = library.index(folder, on_skip=say, processes=processes)
         click.echo(f"{report.summary()}\nindex: {library.index_dir} ({len(library)} images)")
         library.close()
 
@@ -125,6 +121,85 @@ def search(query, images, negatives, k, as_json, folder, index, embedder, store)
             click.echo("no results", err=True)
 
 
+def llm_option(f):
+    return click.option(
+        "--llm",
+        help="turn rewriter: rules (default, no model), smollm2, transformers:HUB_ID_OR_FOLDER, llamacpp:GGUF",
+    )(f)
+
+
+def make_session(library: Library, settings: Settings, k: int = 12):
+    """A chat session whose turns are rewritten by the configured LLM, falling back to the rules."""
+    from assistant.rewrite import RewriteConfig, make_rewriter
+    from assistant.session import Session
+
+    return Session(library, make_rewriter(RewriteConfig(llm=settings.llm)).propose, k=k)
+
+
+@cli.command()
+@click.option(
+    "--script", type=click.Path(exists=True, dir_okay=False), help="run the JSON-lines turns in FILE"
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object per turn")
+@click.option("-k", "k", type=int, default=12, show_default=True)
+@click.option("--folder", help="the indexed folder (instead of --index)")
+@store_options
+@llm_option
+def chat(script, as_json, k, folder, index, embedder, store, llm):
+    """Chat with your photos in the terminal, or run a scripted conversation (--script FILE).
+
+    FILE holds one JSON object per turn: {"text": ..., "image": PATH?, "more_like": PATH?, "up": [PATH...]?,
+    "down": [PATH...]?}; relative paths are read from FILE's folder.
+    """
+    from assistant.chat import repl, run_script
+
+    with _errors():
+        settings = Settings.from_env(embedder=embedder, store=store, llm=llm)
+        session = make_session(open_library(settings, index, folder), settings, k)
+        if not script:
+            repl(session)
+            return
+        with open(script, encoding="utf-8") as lines:
+            for out in run_script(session, lines, base=Path(script).parent):
+                if as_json:
+                    click.echo(json.dumps(out, ensure_ascii=False))
+                else:
+                    click.echo(f"you> {out['text']}\n" + (out.get("error") or out["searched"]))
+                    for rank, r in enumerate(out["results"], 1):
+                        click.echo(f"{rank:>3}. {r['score']:6.3f}  {r['path']}")
+
+
+@cli.command()
+@click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False))
+@store_options
+@llm_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 to serve your network")
+@click.option("--port", type=int, help="default: the first free port from 7860")
+@click.option("--share", is_flag=True, help="make a public Gradio link (requires --auth)")
+@click.option("--auth", help="USER:PASSWORD, or a file of such lines")
+def serve(folder, index, embedder, store, llm, host, port, share, auth):
+    """Open the chat in your browser over FOLDER (indexed in the background), or over a demo gallery."""
+    from assistant import app, demo
+
+    with _errors():
+        options = app.LaunchOptions(
+            host=host, port=port, share=share, auth=app.parse_auth(auth) if auth else []
+        )
+        app.check_share(options)
+        examples: tuple[str, ...] = ()
+        if folder is None:
+            folder, examples = demo.prepare_demo(imgchat_home() / "demo"), demo.EXAMPLES
+            click.echo(f"no folder given: serving a demo gallery of real photos from {folder}")
+        settings = Settings.from_env(embedder=embedder, store=store, llm=llm)
+        library = open_library(settings, index, str(folder), create=True)
+        config = app.AppConfig(cache_dir=imgchat_home() / "cache", examples=examples)
+        served = app.serve(make_session(library, settings), library, config, options, Path(folder))
+        click.echo(f"imgchat is running at {served.share_url or served.local_url} (Ctrl-C to stop)")
+        for note in served.notes:
+            click.echo(note)
+        served.wait()
+
+
 class _errors:
     """Turn the library's expected exceptions into one line on stderr and exit status 1."""
 
@@ -132,10 +207,23 @@ class _errors:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type and issubclass(exc_type, KNOWN_ERRORS) and not issubclass(exc_type, click.ClickException):
+        if (
+            exc_type
+            and issubclass(exc_type, _known_errors())
+            and not issubclass(exc_type, click.ClickException)
+        ):
             click.echo(f"imgchat: {exc}", err=True)
             sys.exit(1)
         return False
+
+
+# Errors of modules that load lazily (gradio, LLMs): known only once their module is imported.
+LAZY_ERRORS = {"assistant.demo": ("DemoUnavailable",), "assistant.llms": ("LLMError",)}
+
+
+def _known_errors() -> tuple[type, ...]:
+    lazy = [getattr(sys.modules[m], n) for m, names in LAZY_ERRORS.items() if m in sys.modules for n in names]
+    return (*KNOWN_ERRORS, *lazy)
 
 
 def main():

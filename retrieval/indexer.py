@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,9 @@ class IndexOptions:
     show_progress: bool = True
     #: called with (path, reason) for each file skipped in this run, as it happens
     on_skip: Callable[[str, str], None] | None = None
+    #: >1: embed with that many processes through accelerate (`retrieval.shard`), from `embedder_spec`
+    processes: int = 1
+    embedder_spec: str = ""
     #: held while the catalog and store change, so searches from other threads see whole batches
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -125,7 +129,10 @@ def index_folder(
             ids = catalog.delete_paths(gone)
             store.remove(np.array(ids, np.int64))
         report.removed = len(gone)
-    _embed_all(todo, catalog, store, embedder, options, progress, report)
+    if options.processes > 1 or _launched():
+        _embed_sharded(todo, catalog, store, options, progress, report)
+    else:
+        _embed_all(todo, catalog, store, embedder, options, progress, report)
     with options.lock:
         with catalog.transaction():
             catalog.drop_orphan_vectors()
@@ -177,13 +184,66 @@ def _embed_all(todo, catalog, store, embedder, options, progress, report) -> Non
     bar.close()
 
 
-def _load(item, embedder: Embedder, known_hashes: set, max_megapixels: float) -> _Loaded:
+def _launched() -> bool:
+    """Running under `accelerate launch` / torchrun: every process shares the embedding."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _embed_sharded(todo, catalog, store, options: IndexOptions, progress, report) -> None:
+    """Embed with several processes; this (main) process reads each file's metadata and commits
+    each chunk as it lands. Under `accelerate launch` the other ranks only embed."""
+    from retrieval.images import load_image
+    from retrieval.shard import iter_embed
+
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    chunks = iter_embed(
+        [p for p, _, _ in todo],
+        options.embedder_spec,
+        options.processes,
+        load=partial(load_image, max_megapixels=options.max_megapixels),
+        progress=progress or options.show_progress,
+    )
+    for start, part in chunks:
+        if not is_main:
+            continue
+        reasons = dict(part.failed)
+        batch, keep = [], []
+        for n, (path, size, mtime_ns) in enumerate(todo[start : start + len(part.ok)]):
+            item = _describe((path, size, mtime_ns), options.max_megapixels)
+            if item.error is None and not part.ok[n]:
+                item.error = reasons.get(path, "could not be embedded")
+                item.row = FileRow(path, size, mtime_ns, None, "failed", error=item.error)
+            elif item.error is None:
+                keep.append(n)
+            batch.append(item)
+        first: dict[str, int] = {}
+        for n in keep:
+            first.setdefault(batch[n].hash, n)
+        rows = list(first.values())
+        _write(
+            batch,
+            [batch[n].hash for n in rows],
+            part.vectors[rows],
+            [part.tags[n] for n in rows],
+            catalog,
+            store,
+            report,
+            options,
+        )
+
+
+def _describe(item, max_megapixels: float) -> _Loaded:
+    """Hash and metadata of a file whose vector comes from elsewhere (a cheap reduced decode)."""
+    return _load(item, None, None, max_megapixels)
+
+
+def _load(item, embedder: Embedder | None, known_hashes: set | None, max_megapixels: float) -> _Loaded:
     path, size, mtime_ns = item
     out = _Loaded(path, size, mtime_ns)
     try:
         data = read_bytes(path)
         out.hash = content_hash(data)
-        reuse = out.hash in known_hashes
+        reuse = embedder is None or out.hash in known_hashes
         decoded = decode(data, max_megapixels, draft_size=64 if reuse else None)
         if not reuse:
             out.image = embedder.preprocess(decoded.image)
@@ -210,6 +270,13 @@ def _commit(
     The model runs outside the lock, so searches from other threads wait only for the writes.
     """
     hashes, vectors, tags = _embed([x for x in batch if x.image is not None], embedder)
+    _write(batch, hashes, vectors, tags, catalog, store, report, options)
+
+
+def _write(
+    batch: list[_Loaded], hashes, vectors, tags, catalog: Catalog, store: VectorStore, report, options
+) -> None:
+    """Files and vectors in one transaction, then the store, then the report."""
     with options.lock:
         with catalog.transaction():
             if hashes:
@@ -218,14 +285,15 @@ def _commit(
         ok_ids = np.array([i for i, x in zip(ids, batch, strict=True) if x.row.status == "ok"], np.int64)
         if len(ok_ids):
             store.add(ok_ids, catalog.vectors_for(ok_ids, store.dim), catalog.meta_for(ok_ids))
+    embedded = set(hashes)
     for x in batch:
         if x.row.status == "failed":
             if options.on_skip:
                 options.on_skip(x.path, x.error)
-        elif x.image is None:
-            report.reused += 1
-        else:
+        elif x.hash in embedded:
             report.added += 1
+        else:
+            report.reused += 1
 
 
 def _embed(fresh: list[_Loaded], embedder: Embedder) -> tuple[list[str], np.ndarray, list]:

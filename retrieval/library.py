@@ -93,9 +93,16 @@ class Library:
         progress: Progress | None = None,
         on_skip: Callable[[str, str], None] | None = None,
         workers: int | None = None,
+        processes: int = 1,
     ) -> IndexReport:
-        """Index new and changed images under `folder`, drop vanished ones; see `retrieval.indexer`."""
+        """Index new and changed images under `folder`, drop vanished ones; see `retrieval.indexer`.
+
+        `processes` > 1 embeds with that many processes (accelerate); under `accelerate launch` every
+        rank calls this and only rank 0 writes.
+        """
         options = IndexOptions(
+            processes=processes,
+            embedder_spec=self.catalog.stored_space().get("embedder_spec", ""),
             max_megapixels=self.config.max_megapixels,
             show_progress=self.config.show_progress,
             on_skip=on_skip,
@@ -139,9 +146,10 @@ def open_store(config: LibraryConfig, index_dir: Path, dim: int, count: int) -> 
         kind = config.kind if config.kind != "auto" else ("hnsw" if count >= HNSW_FROM else "flat")
         return STORES["faiss"](index_dir / "faiss.index", dim, config.metric, kind)
     if scheme in ("milvus-lite", "milvus"):
-        import retrieval.stores.milvus  # noqa: F401  (registers itself; needs the [milvus] extra)
+        from retrieval.stores.milvus import collection_for  # registers itself; needs the [milvus] extra
 
         if scheme == "milvus":
             target = "http:" + target  # milvus://host:port -> http://host:port, as pymilvus expects
-        return STORES[scheme](target or str(index_dir / "milvus.db"), dim, config.metric)
+        target = target or str(index_dir / "milvus.db")
+        return STORES[scheme](target, dim, config.metric, collection_for(index_dir), config.kind)
     raise ValueError(f"unknown store {config.store!r}; use faiss, milvus-lite:PATH or milvus://HOST:PORT")
