@@ -47,3 +47,27 @@ def test_errors_are_one_line_messages(photo_folder, tmp_path):
     out = CliRunner().invoke(cli, ["index", str(photo_folder), "--embedder", "nonsense", "--index", "mine"])
     assert out.exit_code == 1 and out.output.strip().startswith("imgchat: unknown embedder 'nonsense'")
     assert len(out.output.strip().splitlines()) == 1
+
+
+def test_chat_script_prints_one_json_object_per_turn(photo_folder, tmp_path):
+    run("index", photo_folder, "--embedder", "fake")
+    script = tmp_path / "turns.jsonl"
+    red = photo_folder / "holidays" / "red-1.jpg"
+    script.write_text(
+        '{"text": "show me red and blue"}\n'
+        '{"text": "not the blue ones"}\n'
+        f'{{"text": "more like this", "more_like": "{red}"}}\n'
+        '{"text": "x", "up": ["nowhere.jpg"]}\n'
+    )
+    out = run("chat", "--script", script, "--json", "-k", "2")
+    turns = [json.loads(line) for line in out.output.splitlines()]
+    assert [t["turn"] for t in turns] == [1, 2, 3, 4]
+    assert turns[1]["query"]["negative"] and "leaving out" in turns[1]["searched"]
+    assert all("red" in Path(r["path"]).name for r in turns[1]["results"])
+    assert red.stat() and turns[2]["query"]["liked"]
+    assert "not in the index" in turns[3]["error"]
+
+
+def test_share_without_login_is_refused(photo_folder):
+    out = CliRunner().invoke(cli, ["serve", str(photo_folder), "--share"])
+    assert out.exit_code == 1 and "--auth" in out.output and len(out.output.strip().splitlines()) == 1
