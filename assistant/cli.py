@@ -14,7 +14,7 @@ from assistant.config import Settings
 from retrieval.catalog import CatalogMismatch
 from retrieval.embedders.base import ModelUnavailable, UnknownEmbedder
 from retrieval.images import ImageError, load_image
-from retrieval.library import Library
+from retrieval.library import NEAR_DUPLICATE, Library
 from retrieval.paths import imgchat_home, resolve_index
 from retrieval.query import Query, split_concepts
 
@@ -119,6 +119,34 @@ def search(query, images, negatives, k, as_json, folder, index, embedder, store)
                 click.echo(f"{rank:>3}  {r.score:6.3f}  {r.path}\n      {r.explanation}")
         if not results and not as_json:
             click.echo("no results", err=True)
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--threshold",
+    type=float,
+    default=NEAR_DUPLICATE,
+    show_default=True,
+    help="image similarity to count as the same picture",
+)
+@click.option("--folder", help="the indexed folder (instead of --index)")
+@store_options
+def duplicates(images, threshold, folder, index, embedder, store):
+    """Is each IMAGE already in the index (your library, or a set of known fakes)?
+
+    Prints the matches of each IMAGE; exits 0 when any IMAGE has one, 1 when none has (like grep).
+    """
+    with _errors():
+        library = open_library(Settings.from_env(embedder=embedder, store=store), index, folder)
+        found = 0
+        for path in images:
+            matches = library.near_duplicates(load_image(path), threshold)
+            found += bool(matches)
+            click.echo(
+                f"{path}: " + ("; ".join(f"{m.path} ({m.score:.3f})" for m in matches) or "no near-duplicate")
+            )
+        sys.exit(0 if found else 1)
 
 
 def llm_option(f):
