@@ -4,6 +4,7 @@ calls the library, and turns the library's exceptions into one-line messages."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -79,7 +80,12 @@ def index(folder, index, embedder, store, metric, kind, max_megapixels, reindex,
         library = open_library(settings, index, folder, reset=reindex, create=True)
         say = lambda path, why: tqdm.write(f"skipped {path}: {why}", file=sys.stderr)  # noqa: E731
         report = library.index(folder, on_skip=say, processes=processes)
-        click.echo(f"{report.summary()}\nindex: {library.index_dir} ({len(library)} images)")
+        if processes > 1 or os.environ.get("WORLD_SIZE"):
+            from retrieval.shard import finish
+
+            finish()
+        if os.environ.get("RANK", "0") == "0":  # under `accelerate launch`, rank 0 speaks for all
+            click.echo(f"{report.summary()}\nindex: {library.index_dir} ({len(library)} images)")
         library.close()
 
 

@@ -58,10 +58,21 @@ def run(n: int, dim: int, nq: int, k: int, ef: int) -> list[dict]:
         store.add(ids, base)
         build = time.perf_counter() - t0
         t, got = timed(lambda q, s=store: s.search(q, k).ids, queries)
-        recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(got, truth, strict=True)])
+        recall = np.mean(
+            [len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(got, truth, strict=True)]
+        )
         memory = _index_bytes(store) / n
-        rows.append(_row(n, f"faiss {kind}" + (f" (M={faiss_store.HNSW_M}, ef={ef})" if kind == "hnsw" else ""),
-                         t, t_np, recall, build, memory))
+        rows.append(
+            _row(
+                n,
+                f"faiss {kind}" + (f" (M={faiss_store.HNSW_M}, ef={ef})" if kind == "hnsw" else ""),
+                t,
+                t_np,
+                recall,
+                build,
+                memory,
+            )
+        )
     return rows
 
 
@@ -91,13 +102,17 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--ef", type=int, default=faiss_store.HNSW_EF_SEARCH)
     args = parser.parse_args()
-    print("| vectors | method | p50 ms | p95 ms | p50 speed-up vs numpy | recall@10 | build s | bytes/vector |")
+    print(
+        "| vectors | method | p50 ms | p95 ms | p50 speed-up vs numpy | recall@10 | build s | bytes/vector |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for n in (int(s) for s in args.sizes.split(",")):
         for r in run(n, args.dim, args.queries, 10, args.ef):
-            print(f"| {r['vectors']:,} | {r['method']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
-                  f"{r['speedup_vs_numpy']:.1f}x | {r['recall@10']:.3f} | {r['build_s']:.1f} | {r['bytes_per_vector']:.0f} |",
-                  flush=True)
+            print(
+                f"| {r['vectors']:,} | {r['method']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
+                f"{r['speedup_vs_numpy']:.1f}x | {r['recall@10']:.3f} | {r['build_s']:.1f} | {r['bytes_per_vector']:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

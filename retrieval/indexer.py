@@ -111,7 +111,9 @@ def index_folder(
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"no such folder: {root}")
-    catalog.add_root(str(root))
+    writer = _rank() == 0  # under `accelerate launch` the other ranks only embed
+    if writer:
+        catalog.add_root(str(root))
     known = catalog.files_under(str(root))
     report = IndexReport()
     todo: list[tuple[str, int, int]] = []
@@ -124,7 +126,7 @@ def index_folder(
         else:
             todo.append((path, st.st_size, st.st_mtime_ns))
     gone = [p for p in known if p not in seen]
-    if gone:
+    if gone and writer:
         with options.lock, catalog.transaction():
             ids = catalog.delete_paths(gone)
             store.remove(np.array(ids, np.int64))
@@ -133,6 +135,8 @@ def index_folder(
         _embed_sharded(todo, catalog, store, options, progress, report)
     else:
         _embed_all(todo, catalog, store, embedder, options, progress, report)
+    if not writer:
+        return report
     with options.lock:
         with catalog.transaction():
             catalog.drop_orphan_vectors()
@@ -184,6 +188,10 @@ def _embed_all(todo, catalog, store, embedder, options, progress, report) -> Non
     bar.close()
 
 
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
 def _launched() -> bool:
     """Running under `accelerate launch` / torchrun: every process shares the embedding."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -195,7 +203,7 @@ def _embed_sharded(todo, catalog, store, options: IndexOptions, progress, report
     from retrieval.images import load_image
     from retrieval.shard import iter_embed
 
-    is_main = int(os.environ.get("RANK", "0")) == 0
+    is_main = _rank() == 0
     chunks = iter_embed(
         [p for p, _, _ in todo],
         options.embedder_spec,

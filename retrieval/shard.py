@@ -115,6 +115,16 @@ def iter_embed(
     yield from _launch_local(paths, embedder, processes, load, batch_size, chunk, report)
 
 
+def finish() -> None:
+    """End the launcher's process group before exit: left to interpreter shutdown, gloo's threads
+    abort the process ("terminate called without an active exception") after the work is done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def launched() -> bool:
     """True inside `accelerate launch` / torchrun with several processes: they are already running."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -107,9 +107,10 @@ def test_a_failing_process_raises_instead_of_hanging(photos):
 
 LAUNCHED = """
 import json, sys
-from retrieval.shard import embed_files
+from retrieval.shard import embed_files, finish
 result = embed_files(json.loads(sys.argv[1]), "fake", progress=False)
 print("RESULT", json.dumps([result.vectors.round(5).tolist(), result.failed]), flush=True)
+finish()
 """
 
 
