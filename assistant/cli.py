@@ -158,16 +158,25 @@ def duplicates(images, threshold, folder, index, embedder, store):
 def llm_option(f):
     return click.option(
         "--llm",
-        help="turn rewriter: rules (default, no model), smollm2, transformers:HUB_ID_OR_FOLDER, llamacpp:GGUF",
+        help="turn rewriter: offline (default: the best packaged model installed, else rules), rules, smollm2, "
+        "gemma3, transformers:HUB_ID_OR_FOLDER, llamacpp:GGUF",
     )(f)
 
 
-def make_session(library: Library, settings: Settings, k: int = 12):
-    """A chat session whose turns are rewritten by the configured LLM, falling back to the rules."""
+def make_session(library: Library, settings: Settings, k: int = 12, wait_for_llm: bool = False):
+    """A chat session whose turns are rewritten by the configured LLM, falling back to the rules.
+
+    The LLM loads in the background at once, so the first turn that needs it does not time out;
+    `wait_for_llm` blocks until it has loaded (scripted runs, where every turn must be the LLM's).
+    """
     from assistant.rewrite import RewriteConfig, make_rewriter
     from assistant.session import Session
 
-    return Session(library, make_rewriter(RewriteConfig(llm=settings.llm)).propose, k=k)
+    rewriter = make_rewriter(RewriteConfig(llm=settings.llm))
+    loading = rewriter.warm()
+    if loading and wait_for_llm:
+        loading.join()
+    return Session(library, rewriter.propose, k=k)
 
 
 @cli.command()
@@ -189,7 +198,7 @@ def chat(script, as_json, k, folder, index, embedder, store, llm):
 
     with _errors():
         settings = Settings.from_env(embedder=embedder, store=store, llm=llm)
-        session = make_session(open_library(settings, index, folder), settings, k)
+        session = make_session(open_library(settings, index, folder), settings, k, wait_for_llm=bool(script))
         if not script:
             repl(session)
             return

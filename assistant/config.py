@@ -16,7 +16,8 @@ class Settings:
     """
 
     library: LibraryConfig = field(default_factory=LibraryConfig)
-    llm: str = "rules"
+    #: `offline`: the best packaged model that is installed (see assistant/llms.py), else the rules
+    llm: str = "offline"
 
     @classmethod
     def from_env(cls, **flags) -> Settings:

@@ -59,7 +59,7 @@ def test_chat_script_prints_one_json_object_per_turn(photo_folder, tmp_path):
         f'{{"text": "more like this", "more_like": "{red}"}}\n'
         '{"text": "x", "up": ["nowhere.jpg"]}\n'
     )
-    out = run("chat", "--script", script, "--json", "-k", "2")
+    out = run("chat", "--script", script, "--json", "-k", "2", "--llm", "rules")
     turns = [json.loads(line) for line in out.output.splitlines()]
     assert [t["turn"] for t in turns] == [1, 2, 3, 4]
     assert turns[1]["query"]["negative"] and "leaving out" in turns[1]["searched"]
