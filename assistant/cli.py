@@ -156,6 +156,12 @@ def duplicates(images, threshold, folder, index, embedder, store):
 
 
 def llm_option(f):
+    f = click.option(
+        "--rewrite",
+        "rewrite_mode",
+        type=click.Choice(["translate", "merge", "llm"]),
+        help="translate (default): rules parse, the LLM translates non-English; merge/llm: the LLM rewrites whole turns as JSON",
+    )(f)
     return click.option(
         "--llm",
         help="turn rewriter: offline (default: the best packaged model installed, else rules), rules, smollm2, "
@@ -172,7 +178,7 @@ def make_session(library: Library, settings: Settings, k: int = 12, wait_for_llm
     from assistant.rewrite import RewriteConfig, make_rewriter
     from assistant.session import Session
 
-    rewriter = make_rewriter(RewriteConfig(llm=settings.llm))
+    rewriter = make_rewriter(RewriteConfig(llm=settings.llm, mode=settings.rewrite_mode))
     loading = rewriter.warm()
     if loading and wait_for_llm:
         loading.join()
@@ -188,7 +194,7 @@ def make_session(library: Library, settings: Settings, k: int = 12, wait_for_llm
 @click.option("--folder", help="the indexed folder (instead of --index)")
 @store_options
 @llm_option
-def chat(script, as_json, k, folder, index, embedder, store, llm):
+def chat(script, as_json, k, folder, index, embedder, store, llm, rewrite_mode):
     """Chat with your photos in the terminal, or run a scripted conversation (--script FILE).
 
     FILE holds one JSON object per turn: {"text": ..., "image": PATH?, "more_like": PATH?, "up": [PATH...]?,
@@ -197,7 +203,7 @@ def chat(script, as_json, k, folder, index, embedder, store, llm):
     from assistant.chat import repl, run_script
 
     with _errors():
-        settings = Settings.from_env(embedder=embedder, store=store, llm=llm)
+        settings = Settings.from_env(embedder=embedder, store=store, llm=llm, rewrite_mode=rewrite_mode)
         session = make_session(open_library(settings, index, folder), settings, k, wait_for_llm=bool(script))
         if not script:
             repl(session)
@@ -220,7 +226,7 @@ def chat(script, as_json, k, folder, index, embedder, store, llm):
 @click.option("--port", type=int, help="default: the first free port from 7860")
 @click.option("--share", is_flag=True, help="make a public Gradio link (requires --auth)")
 @click.option("--auth", help="USER:PASSWORD, or a file of such lines")
-def serve(folder, index, embedder, store, llm, host, port, share, auth):
+def serve(folder, index, embedder, store, llm, rewrite_mode, host, port, share, auth):
     """Open the chat in your browser over FOLDER (indexed in the background), or over a demo gallery."""
     from assistant import app, demo
 
@@ -233,7 +239,7 @@ def serve(folder, index, embedder, store, llm, host, port, share, auth):
         if folder is None:
             folder, examples = demo.prepare_demo(imgchat_home() / "demo"), demo.EXAMPLES
             click.echo(f"no folder given: serving a demo gallery of real photos from {folder}")
-        settings = Settings.from_env(embedder=embedder, store=store, llm=llm)
+        settings = Settings.from_env(embedder=embedder, store=store, llm=llm, rewrite_mode=rewrite_mode)
         library = open_library(settings, index, str(folder), create=True)
         config = app.AppConfig(cache_dir=imgchat_home() / "cache", examples=examples)
         served = app.serve(make_session(library, settings), library, config, options, Path(folder))

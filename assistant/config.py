@@ -18,6 +18,8 @@ class Settings:
     library: LibraryConfig = field(default_factory=LibraryConfig)
     #: `offline`: the best packaged model that is installed (see assistant/llms.py), else the rules
     llm: str = "offline"
+    #: how the LLM takes part in a turn: see assistant.rewrite.RewriteConfig
+    rewrite_mode: str = "translate"
 
     @classmethod
     def from_env(cls, **flags) -> Settings:
@@ -30,4 +32,8 @@ class Settings:
         values = {k: v for k, v in {**env, **{k: v for k, v in flags.items() if v is not None}}.items() if v}
         library_fields = set(LibraryConfig.__dataclass_fields__)
         library = LibraryConfig(**{k: v for k, v in values.items() if k in library_fields})
-        return cls(library=library, llm=values.get("llm", cls.llm))
+        return cls(
+            library=library,
+            llm=values.get("llm", cls.llm),
+            rewrite_mode=values.get("rewrite_mode", cls.rewrite_mode),
+        )
