@@ -106,10 +106,12 @@ def test_a_failing_process_raises_instead_of_hanging(photos):
 
 
 LAUNCHED = """
-import json, sys
+import json, os, sys
 from retrieval.shard import embed_files, finish
 result = embed_files(json.loads(sys.argv[1]), "fake", progress=False)
-print("RESULT", json.dumps([result.vectors.round(5).tolist(), result.failed]), flush=True)
+out = os.path.join(sys.argv[2], "rank%s.json" % os.environ["RANK"])  # one file each: stdout lines interleave
+with open(out, "w") as f:
+    json.dump([result.vectors.round(5).tolist(), result.failed], f)
 finish()
 """
 
@@ -123,7 +125,7 @@ def test_under_a_launcher_every_process_gets_the_whole_result(photos, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     proc = subprocess.Popen(
-        [*command, str(script), json.dumps(photos)],
+        [*command, str(script), json.dumps(photos), str(tmp_path)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -136,7 +138,7 @@ def test_under_a_launcher_every_process_gets_the_whole_result(photos, tmp_path):
         if proc.poll() is None:  # a hang: end the launcher and the workers it started, then fail below
             os.killpg(proc.pid, signal.SIGKILL)
             stdout, stderr = proc.communicate()
-    results = [json.loads(line[7:]) for line in stdout.splitlines() if line.startswith("RESULT ")]
+    results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
     assert len(results) == 2, stderr[-2000:]
     one = embed_files(photos, "fake", 1, progress=False)
     for vectors, failed in results:
