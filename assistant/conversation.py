@@ -64,9 +64,9 @@ def is_as_typed(concept: str) -> bool:
 
 def apply(state: QueryState, update: QueryUpdate) -> QueryState:
     """The state after one turn: reset, replace, remove, add, exclude, ranks, filters, in that order."""
-    state = replace(state, notes=())
+    state = replace(state, notes=tuple(update.notes))
     if update.reset:
-        state = QueryState(shown=state.shown)
+        state = QueryState(shown=state.shown, notes=state.notes)
     if update.replace and (update.add or update.more_like):
         state = replace(state, positive=(), negative=(), images=(), liked=())
     state = _remove(state, update.remove)

@@ -187,6 +187,7 @@ def sanitize(update: QueryUpdate) -> QueryUpdate:
             "more_like": ranks(update.more_like),
             "less_like": ranks(update.less_like),
             "filters": filters,
+            "notes": [],  # notes are ours to write, never the model's
         }
     )
 
@@ -334,7 +335,8 @@ class Rewriter:
         english = {
             c: english_phrase(complete_within(self.llm, translate_prompt(c), self.config, 16)) for c in typed
         }
-        changes = {f: [english.get(c, c) for c in getattr(update, f)] for f in CONCEPT_FIELDS}
+        changes: dict = {f: [english.get(c, c) for c in getattr(update, f)] for f in CONCEPT_FIELDS}
+        changes["notes"] = [*update.notes, *(f"read “{k}” as “{v}”" for k, v in english.items() if k != v)]
         raw = "; ".join(f"{k} -> {v}" for k, v in english.items())
         return Rewrite(update.model_copy(update=changes), "translate", raw=raw)
 

@@ -32,3 +32,4 @@ class QueryUpdate(BaseModel):
     )
     less_like: list[int] = Field(default_factory=list, description="1-based ranks of shown results to avoid")
     filters: Filters = Field(default_factory=Filters)
+    notes: list[str] = Field(default_factory=list, description="how the turn was read, shown to the person")

@@ -286,3 +286,10 @@ def test_key(a, b, same):
 )
 def test_is_as_typed(text, typed):
     assert is_as_typed(text) is typed
+
+
+def test_notes_of_a_turn_are_shown_with_what_was_searched_and_survive_a_reset():
+    update = QueryUpdate(reset=True, add=["fish"], notes=["read “鱼” as “fish”"])
+    after = apply(state(["cats"]), update)
+    assert describe(after, 3) == "fish; 3 results; read “鱼” as “fish”"
+    assert apply(after, QueryUpdate(add=["orange"])).notes == ()

@@ -118,7 +118,10 @@ def test_translate_mode_puts_only_foreign_concepts_into_english():
     llm = FakeLLM([" castles\nPhrase: x"])
     r = Rewriter(llm, RewriteConfig(mode="translate"))
     result = r.rewrite(QueryState(positive=(("landmarks", 1.0),)), "不要城堡")
-    assert (result.source, result.update) == ("translate", QueryUpdate(exclude=["castles"]))
+    assert (result.source, result.update) == (
+        "translate",
+        QueryUpdate(exclude=["castles"], notes=["read “城堡” as “castles”"]),
+    )
     assert llm.prompts[-1].endswith("Phrase: 城堡\nEnglish:")
     english = r.rewrite(CATS, "no black ones please")
     assert (english.source, english.update) == ("rules", parse("no black ones please", CATS))
