@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS files (
     status TEXT NOT NULL,
     width INTEGER, height INTEGER,
     date TEXT, camera TEXT,
-    error TEXT
+    error TEXT,
+    -- 0 until the vector store has been saved with this row's current vector (crash recovery)
+    synced INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS files_hash ON files(hash);
 CREATE INDEX IF NOT EXISTS files_date ON files(date);
@@ -70,8 +72,11 @@ class Catalog:
         self.db.executescript(_SCHEMA)
 
     # --- identity of the vector space -------------------------------------------------------------
-    def check_space(self, embedder_id: str, dim: int, metric: str, spec: str = "") -> None:
-        """Record the embedder, dimension and metric on first use; refuse a different one later."""
+    def check_space(
+        self, embedder_id: str, dim: int, metric: str, spec: str = "", kind: str = "auto"
+    ) -> None:
+        """Record the embedder, dimension, metric and index kind on first use; refuse another embedder
+        later, and record a changed metric or kind (the store is rebuilt; vectors do not change)."""
         meta = dict(self.db.execute("SELECT key, value FROM meta"))
         wanted = {
             "schema_version": str(SCHEMA_VERSION),
@@ -79,6 +84,7 @@ class Catalog:
             "embedder_spec": spec or embedder_id,
             "dim": str(dim),
             "metric": metric,
+            "kind": kind,
         }
         if not meta:
             self._write_meta(wanted)
@@ -93,8 +99,8 @@ class Catalog:
                 f"not {embedder_id!r} ({dim}-d); re-index with `imgchat index FOLDER --embedder "
                 f"{spec or embedder_id} --reindex` or use another --index"
             )
-        if meta.get("metric") != metric:
-            self._write_meta({"metric": metric})  # the store is rebuilt; vectors do not change
+        if meta.get("metric") != metric or meta.get("kind") != kind:
+            self._write_meta({"metric": metric, "kind": kind})
 
     def stored_space(self) -> dict:
         return dict(self.db.execute("SELECT key, value FROM meta"))
@@ -121,7 +127,7 @@ class Catalog:
             cur = self.db.execute(
                 """INSERT INTO files (path, folder, size, mtime_ns, hash, status, width, height, date, camera, error)
                    VALUES (?,?,?,?,?,?,?,?,?,?,?)
-                   ON CONFLICT(path) DO UPDATE SET folder=excluded.folder, size=excluded.size,
+                   ON CONFLICT(path) DO UPDATE SET synced=0, folder=excluded.folder, size=excluded.size,
                      mtime_ns=excluded.mtime_ns, hash=excluded.hash, status=excluded.status,
                      width=excluded.width, height=excluded.height, date=excluded.date,
                      camera=excluded.camera, error=excluded.error
@@ -159,6 +165,27 @@ class Catalog:
             ids += [i for (i,) in self.db.execute(f"SELECT id FROM files WHERE path IN ({marks})", chunk)]
             self.db.execute(f"DELETE FROM files WHERE path IN ({marks})", chunk)
         return ids
+
+    def mark_synced(self) -> None:
+        """Call after the vector store was saved: every committed row's vector is in it."""
+        self.db.execute("UPDATE files SET synced = 1 WHERE synced = 0")
+
+    def unsynced_ids(self) -> np.ndarray:
+        """Ids whose vector may be newer than the saved store's (a crash between commit and save)."""
+        rows = self.db.execute("SELECT id FROM files WHERE synced = 0 AND status = 'ok'").fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def ok_among(self, ids) -> list[int]:
+        """The ids that are still indexed (feedback may name images removed since)."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        found = {
+            i
+            for (i,) in self.db.execute(f"SELECT id FROM files WHERE status = 'ok' AND id IN ({marks})", ids)
+        }
+        return [i for i in ids if i in found]
 
     def drop_orphan_vectors(self) -> int:
         cur = self.db.execute(

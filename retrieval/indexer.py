@@ -81,10 +81,14 @@ class _Loaded:
 Progress = Callable[[int, int], None]
 
 
-def scan(folder: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """Image files under `folder`, sorted; symlinks that lead outside it are ignored (never served)."""
+def scan(folder: Path, errors: list[str] | None = None) -> Iterator[tuple[str, os.stat_result]]:
+    """Image files under `folder`, sorted; symlinks that lead outside it are ignored (never served).
+
+    Folders that cannot be listed go to `errors`, so their catalogued files are not taken for deleted.
+    """
     root = folder.resolve()
-    for dirpath, dirnames, filenames in os.walk(root):
+    on_error = (lambda exc: errors.append(exc.filename)) if errors is not None else None
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if Path(name).suffix.lower() not in IMAGE_EXTENSIONS or name.startswith("."):
@@ -118,14 +122,16 @@ def index_folder(
     report = IndexReport()
     todo: list[tuple[str, int, int]] = []
     seen = set()
-    for path, st in scan(root):
+    walk_errors: list[str] = []
+    for path, st in scan(root, walk_errors):
         seen.add(path)
         old = known.get(path)
-        if old and old[0] == st.st_size and old[1] == st.st_mtime_ns:
+        if old and old[0] == st.st_size and old[1] == st.st_mtime_ns and old[2] == "ok":
             report.unchanged += 1
         else:
             todo.append((path, st.st_size, st.st_mtime_ns))
-    gone = [p for p in known if p not in seen]
+    unreadable = tuple(d.rstrip(os.sep) + os.sep for d in walk_errors)
+    gone = [p for p in known if p not in seen and not p.startswith(unreadable)]
     if gone and writer:
         with options.lock, catalog.transaction():
             ids = catalog.delete_paths(gone)
@@ -141,6 +147,7 @@ def index_folder(
         with catalog.transaction():
             catalog.drop_orphan_vectors()
         store.save()
+        catalog.mark_synced()
     report.failed = [(p, e) for p, e in catalog.failures() if p.startswith(str(root) + os.sep)]
     report.seconds = time.monotonic() - started
     return report
@@ -164,6 +171,7 @@ def _embed_all(todo, catalog, store, embedder, options, progress, report) -> Non
         if time.monotonic() - last_save > SAVE_EVERY_S:
             with options.lock:
                 store.save()
+                catalog.mark_synced()
             last_save = time.monotonic()
 
     def load(item) -> _Loaded:
@@ -293,6 +301,9 @@ def _write(
         ok_ids = np.array([i for i, x in zip(ids, batch, strict=True) if x.row.status == "ok"], np.int64)
         if len(ok_ids):
             store.add(ok_ids, catalog.vectors_for(ok_ids, store.dim), catalog.meta_for(ok_ids))
+        failed = np.array([i for i, x in zip(ids, batch, strict=True) if x.row.status != "ok"], np.int64)
+        if len(failed):  # a file that was fine and is now broken leaves the index
+            store.remove(failed)
     embedded = set(hashes)
     for x in batch:
         if x.row.status == "failed":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +44,9 @@ class LibraryConfig:
     #: None: the embedder the index was built with, or DEFAULT_EMBEDDER for a new index
     embedder: str | None = None
     store: str = "faiss"
-    metric: str = "ip"
-    kind: str = "auto"
+    #: None for these two: as the index was built (else "ip" and "auto")
+    metric: str | None = None
+    kind: str | None = None
     max_megapixels: float = IndexOptions.max_megapixels
     show_progress: bool = True
 
@@ -74,9 +75,15 @@ class Library:
         if reset and index_dir.exists():
             shutil.rmtree(index_dir)
         catalog = Catalog(index_dir / "catalog.sqlite")
-        spec = config.embedder or catalog.stored_space().get("embedder_spec") or DEFAULT_EMBEDDER
-        embedder = embedder or get_embedder(spec)
-        catalog.check_space(embedder.id, embedder.dim, config.metric, spec)
+        stored = catalog.stored_space()
+        config = replace(
+            config,
+            embedder=config.embedder or stored.get("embedder_spec") or DEFAULT_EMBEDDER,
+            metric=config.metric or stored.get("metric") or "ip",
+            kind=config.kind or stored.get("kind") or "auto",
+        )
+        embedder = embedder or get_embedder(config.embedder)
+        catalog.check_space(embedder.id, embedder.dim, config.metric, config.embedder, config.kind)
         store = open_store(config, index_dir, embedder.dim, catalog.count())
         library = cls(index_dir, config, embedder, catalog, store)
         library.sync()
@@ -88,11 +95,12 @@ class Library:
         extra = np.setdiff1d(have, wanted)
         if len(extra):
             self.store.remove(extra)
-        missing = np.setdiff1d(wanted, have)
+        missing = np.union1d(np.setdiff1d(wanted, have), self.catalog.unsynced_ids())
         for ids, vectors in self.catalog.iter_vectors(missing, self.store.dim):
             self.store.add(ids, vectors, self.catalog.meta_for(ids))
         if len(extra) or len(missing):
             self.store.save()
+        self.catalog.mark_synced()
 
     def index(
         self,
@@ -109,10 +117,11 @@ class Library:
         """
         options = IndexOptions(
             processes=processes,
-            embedder_spec=self.catalog.stored_space().get("embedder_spec", ""),
+            embedder_spec=self.config.embedder,
             max_megapixels=self.config.max_megapixels,
             show_progress=self.config.show_progress,
             on_skip=on_skip,
+            lock=self.lock,
         )
         if workers:
             options.workers = workers
@@ -126,7 +135,8 @@ class Library:
         self, image: Image.Image, threshold: float = NEAR_DUPLICATE, k: int = 5
     ) -> list[Result]:
         """Indexed photos that are the same picture as `image` (best first): "is it already in my library?"."""
-        return [r for r in self.search(Query(images=[image], k=k)) if r.score >= threshold]
+        floor = threshold if self.store.metric == "ip" else 2 * threshold - 2  # l2 scores are -||a-b||²
+        return [r for r in self.search(Query(images=[image], k=k)) if r.score >= floor]
 
     def record(self, file_id: int) -> dict | None:
         with self.lock:

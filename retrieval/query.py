@@ -111,7 +111,8 @@ def rerank(
     scores = candidates @ query
     if len(negatives) == 0:
         return scores, np.zeros_like(scores)
-    neg_sims = (candidates @ _orthogonal_to(negatives, query).T) * np.asarray(negative_weights, np.float32)[None, :]
+    weights_row = np.asarray(negative_weights, np.float32)[None, :]
+    neg_sims = (candidates @ _orthogonal_to(negatives, query).T) * weights_row
     penalty = np.clip(neg_sims.max(axis=1), 0.0, None) * weights.negative_penalty
     return scores - penalty, penalty
 

@@ -29,8 +29,9 @@ def search(
     text_vecs = embedder.embed_texts(texts) if texts else np.zeros((0, store.dim), np.float32)
     pos_vecs, neg_vecs = text_vecs[: len(query.positive)], text_vecs[len(query.positive) :]
     image_vecs = embedder.embed_images(query.images).vectors if query.images else _none(store.dim)
-    liked = store.get(np.array(query.like_ids, np.int64)) if query.like_ids else _none(store.dim)
-    disliked = store.get(np.array(query.dislike_ids, np.int64)) if query.dislike_ids else _none(store.dim)
+    like_ids, dislike_ids = catalog.ok_among(query.like_ids), catalog.ok_among(query.dislike_ids)
+    liked = store.get(np.array(like_ids, np.int64)) if like_ids else _none(store.dim)
+    disliked = store.get(np.array(dislike_ids, np.int64)) if dislike_ids else _none(store.dim)
     q = compose(pos_vecs, np.array([w for _, w in query.positive]), image_vecs, liked, disliked, weights)
 
     banned = set(query.exclude_ids) | set(query.dislike_ids)

@@ -72,7 +72,7 @@ def test_bad_files_are_skipped_reported_and_do_not_shift_vectors(tmp_path, photo
     for colour in COLOURS:  # each colour still finds its own files: vectors stayed aligned with paths
         hits = [Path(r.path).name for r in lib.search(Query(positive=[(colour, 1.0)], k=2))]
         assert all(h.startswith(colour) for h in hits), (colour, hits)
-    assert lib.index(photo_folder).failed == report.failed  # failures are remembered, not retried
+    assert lib.index(photo_folder).failed == report.failed  # retried, and still reported
 
 
 def test_symlinks_leading_outside_are_not_indexed(tmp_path, photo_folder):
@@ -172,3 +172,74 @@ def test_vectors_round_trip_from_store(tmp_path, photo_folder):
     lib.index(photo_folder)
     ids = lib.store.ids()[:3]
     np.testing.assert_allclose(lib.vectors(ids), lib.catalog.vectors_for(ids, lib.store.dim), atol=1e-6)
+
+
+def test_a_file_that_breaks_leaves_the_index(tmp_path, photo_folder):
+    lib = open_lib(tmp_path)
+    lib.index(photo_folder)
+    green = photo_folder / "home" / "green-2.png"
+    green.write_bytes(b"now garbage")
+    lib.index(photo_folder)
+    assert len(lib) == 7 and lib.id_for_path(green) is None
+    assert all(r.path for r in lib.search(Query(positive=[("green", 1.0)], k=8)))
+
+
+def test_raising_the_pixel_limit_retries_skipped_files(tmp_path, photo_folder):
+    big = make_image(photo_folder / "big.png", COLOURS["red"], size=(1200, 1000))
+    small_limit = LibraryConfig(embedder="fake", show_progress=False, max_megapixels=1)
+    report = Library.open(tmp_path / "index", small_limit).index(photo_folder)
+    assert [Path(p).name for p, _ in report.failed] == ["big.png"]
+    lib = Library.open(tmp_path / "index", LibraryConfig(show_progress=False, max_megapixels=5))
+    report = lib.index(photo_folder)
+    assert report.failed == [] and report.added == 1 and lib.id_for_path(big) is not None
+
+
+def test_crash_between_commit_and_store_save_keeps_the_new_vector(tmp_path, photo_folder, monkeypatch):
+    lib = open_lib(tmp_path)
+    lib.index(photo_folder)
+    red = photo_folder / "holidays" / "red-1.jpg"
+    make_image(red, COLOURS["blue"])
+    os.utime(red, ns=(time.time_ns(), time.time_ns() + 10**9))
+
+    def die(self):  # the process dies when it would first save the store, after the commit
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(lib.store), "save", die)
+    with pytest.raises(KeyboardInterrupt):
+        lib.index(photo_folder)
+    monkeypatch.undo()
+    lib = open_lib(tmp_path)
+    rid = lib.id_for_path(red)
+    np.testing.assert_allclose(
+        lib.vectors([rid]), lib.catalog.vectors_for(np.array([rid]), lib.store.dim), atol=1e-6
+    )
+    assert "red-1.jpg" in [Path(r.path).name for r in lib.search(Query(positive=[("blue", 1.0)], k=3))]
+
+
+def test_metric_and_kind_are_remembered(tmp_path, photo_folder):
+    Library.open(tmp_path / "index", LibraryConfig(embedder="fake", metric="l2", kind="hnsw")).index(
+        photo_folder
+    )
+    lib = Library.open(tmp_path / "index")
+    assert (lib.store.metric, lib.store.kind, lib.config.embedder) == ("l2", "hnsw", "fake")
+
+
+def test_feedback_on_an_image_removed_since_is_ignored(tmp_path, photo_folder):
+    lib = open_lib(tmp_path)
+    lib.index(photo_folder)
+    gone = lib.id_for_path(photo_folder / "home" / "blue-2.png")
+    (photo_folder / "home" / "blue-2.png").unlink()
+    lib.index(photo_folder)
+    results = lib.search(Query(positive=[("blue", 1.0)], like_ids=[gone], dislike_ids=[gone], k=3))
+    assert results and gone not in [r.id for r in results]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any folder")
+def test_an_unreadable_folder_is_not_taken_for_deleted(tmp_path, photo_folder):
+    lib = open_lib(tmp_path)
+    lib.index(photo_folder)
+    (photo_folder / "home").chmod(0)
+    try:
+        assert lib.index(photo_folder).removed == 0 and len(lib) == 8
+    finally:
+        (photo_folder / "home").chmod(0o755)

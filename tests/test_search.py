@@ -143,3 +143,23 @@ def test_catalog_filter_escapes_like_wildcards(tmp_path):
 def test_each_colour_finds_its_images(tmp_path, photo_folder, colour):
     lib = lib_for(tmp_path, photo_folder)
     assert all(n.startswith(colour) for n in names(lib.search(Query(positive=[(colour, 1.0)], k=2))))
+
+
+def test_hnsw_update_replaces_the_vector_without_duplicates(tmp_path):
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((1500, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = FaissStore(tmp_path / "h.index", 16, kind="hnsw")
+    store.add(np.arange(1500), vectors)
+    new = vectors[7] * -1  # id 3 now holds what looks like nothing it held before
+    store.add(np.array([3]), new[None])
+    hits = store.search(new, 5)
+    assert hits.ids[0] == 3 and np.isclose(hits.scores[0], 1.0) and len(set(hits.ids.tolist())) == 5
+    assert 3 not in store.search(vectors[3], 5).ids.tolist()  # the stale copy no longer answers as 3
+    np.testing.assert_allclose(store.get(np.array([3]))[0], new, atol=1e-6)
+    assert len(store) == 1500
+    store.add(np.arange(600), vectors[:600])  # many updates: the graph is rebuilt on save
+    store.save()
+    again = FaissStore(tmp_path / "h.index", 16, kind="hnsw")
+    assert again.index.ntotal == len(again) == 1500
+    np.testing.assert_allclose(again.get(np.array([3]))[0], vectors[3], atol=1e-6)

@@ -1,8 +1,10 @@
 """The default vector store: a FAISS index keyed by catalog id, on the GPU when faiss-gpu sees one.
 
-`flat` is exact and supports removal; `hnsw` is approximate and fast at millions of vectors, and
-since HNSW graphs cannot delete, removed ids become tombstones that searches skip until the next
-rebuild. The index file is a cache of the catalog: saved atomically, and re-synced on open.
+`flat` is exact and supports removal; `hnsw` is approximate and fast at millions of vectors. HNSW
+graphs cannot delete: a removed id becomes a tombstone that searches skip, and a changed vector is
+added again beside its stale copy (IndexIDMap2 reconstructs the newest; searches rescore and
+dedupe). The graph is rebuilt on save once stale entries pass COMPACT_AT of it. The index file is a
+cache of the catalog: saved atomically, and re-synced on open.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ SMALL_FILTER = 20000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 96
+# Rebuild an HNSW graph when this share of its entries are removed or superseded.
+COMPACT_AT = 0.25
 
 
 def gpu_count() -> int:
@@ -87,17 +91,17 @@ class FaissStore(VectorStore):
         ids = np.asarray(ids, np.int64)
         if len(ids) == 0:
             return
-        present = self._present(ids)
-        if present.any():  # re-adding an id replaces it: crash and rerun never duplicate
-            self.remove(ids[present])
-        self.tombstones.difference_update(ids.tolist())
+        if self.kind == "flat":  # re-adding an id replaces it: crash and rerun never duplicate
+            self.index.remove_ids(faiss.IDSelectorBatch(ids))
+        else:  # the newest copy wins (see the module docstring)
+            self.tombstones.difference_update(ids.tolist())
         self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids)
         self._gpu_index = None
 
     def remove(self, ids: np.ndarray) -> None:
         ids = np.asarray(ids, np.int64)
         if self.kind == "hnsw":
-            self.tombstones.update(int(i) for i in ids if self._present(np.array([i]))[0])
+            self.tombstones.update(ids[self._present(ids)].tolist())
         else:
             self.index.remove_ids(faiss.IDSelectorBatch(ids))
         self._gpu_index = None
@@ -113,11 +117,11 @@ class FaissStore(VectorStore):
 
     # --- reading ---------------------------------------------------------------------------------
     def ids(self) -> np.ndarray:
-        ids = self._id_map()
+        ids = self._id_map() if self.kind == "flat" else np.unique(self._id_map())
         return ids[~np.isin(ids, list(self.tombstones))] if self.tombstones else ids
 
     def __len__(self) -> int:
-        return self.index.ntotal - len(self.tombstones)
+        return len(self.ids())
 
     def get(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, np.int64)
@@ -132,7 +136,8 @@ class FaissStore(VectorStore):
         batch = np.asarray(query, np.float32).reshape(1, -1)
         if allowed is not None and len(allowed) <= SMALL_FILTER:
             return self._search_subset(batch[0], k, np.asarray(allowed, np.int64))
-        fetch = min(k + len(self.tombstones), max(self.index.ntotal, 1))
+        stale = self.index.ntotal - len(self) if self.kind == "hnsw" else 0
+        fetch = min(2 * k + min(stale, 1000) if stale else k, max(self.index.ntotal, 1))
         params = self._params(allowed)
         if params is None and self.use_gpu and self.kind == "flat":
             scores, ids = self._gpu().search(batch, fetch)
@@ -143,6 +148,9 @@ class FaissStore(VectorStore):
         keep = ids >= 0
         if self.tombstones:
             keep &= ~np.isin(ids, list(self.tombstones))
+        if stale:  # a changed id may match through its stale copy: score its newest vector, once
+            unique = np.array(list(dict.fromkeys(ids[keep].tolist())), np.int64)
+            return self._search_subset(batch[0], k, unique)
         return Hits(ids[keep][:k], scores[keep][:k])
 
     def _search_subset(self, query: np.ndarray, k: int, allowed: np.ndarray) -> Hits:
@@ -168,7 +176,20 @@ class FaissStore(VectorStore):
         return self._gpu_index
 
     # --- persistence -----------------------------------------------------------------------------
+    def compact(self) -> None:
+        """Rebuild an HNSW graph from its live vectors, dropping tombstones and stale copies."""
+        live = self.ids()
+        vectors = self.get(live)
+        self.index, self.tombstones, self._gpu_index = self._empty(), set(), None
+        self.add(live, vectors)
+
     def save(self) -> None:
+        if (
+            self.kind == "hnsw"
+            and self.index.ntotal > 1000
+            and len(self) < (1 - COMPACT_AT) * self.index.ntotal
+        ):
+            self.compact()
         if not self.path:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
