@@ -263,7 +263,7 @@ def _details(rank: int, result, record: dict) -> str:
 # --- layout ----------------------------------------------------------------------------------------
 def build_app(session, library, config: AppConfig, job: IndexJob | None = None) -> gr.Blocks:
     """The chat UI over one library. `job` (from `start_indexing`) adds a progress bar while indexing."""
-    media = MediaCache(media_dir(config), config.thumb_px, config.preview_px)
+    media = MediaCache(media_dir(config), config.thumb_px, config.preview_px, roots=lambda: library.roots)
     handlers = Handlers(session, library, media, config, job)
     with gr.Blocks(title=config.title, analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
         # API clients never close a tab, so their conversations expire after a day of silence

@@ -166,7 +166,7 @@ def _command_turn(session: Session, state: QueryState, command: str, rest: str) 
 
 
 def _shown(state: QueryState, rank: str) -> int:
-    if not rank.isdigit() or not 1 <= int(rank) <= len(state.shown):
+    if not rank.isdecimal() or not rank.isascii() or not 1 <= int(rank) <= len(state.shown):
         raise TurnError(
             f"give a result number from 1 to {len(state.shown)}" if state.shown else "no results yet"
         )

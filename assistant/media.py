@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +49,19 @@ class MediaCache:
     thumbnail and a stale one is never shown.
     """
 
-    def __init__(self, folder: Path, thumb_px: int = 256, preview_px: int = 1024):
+    def __init__(
+        self,
+        folder: Path,
+        thumb_px: int = 256,
+        preview_px: int = 1024,
+        roots: Callable[[], list[str]] | None = None,
+    ):
         self.folder = Path(folder)
         self.thumb_px = thumb_px
         self.preview_px = preview_px
+        #: the indexed folders: a source that resolves outside them (a symlink swapped in after
+        #: indexing) is shown as the placeholder, never read
+        self.roots = roots
 
     def thumb(self, source: str | Path) -> Path:
         return self._resized(source, self.thumb_px)
@@ -74,6 +84,8 @@ class MediaCache:
         return target
 
     def _resized(self, source: str | Path, px: int) -> Path:
+        if self.roots is not None and not _inside(Path(source), self.roots()):
+            return self.placeholder()
         target = self._key_path(Path(source), px)
         if target.exists():
             return target
@@ -92,6 +104,11 @@ class MediaCache:
             stamp = "missing"
         digest = hashlib.sha256(f"{source.absolute()}|{stamp}|{px}".encode()).hexdigest()
         return self.folder / str(px) / digest[:2] / f"{digest[2:34]}.jpg"
+
+
+def _inside(source: Path, roots: list[str]) -> bool:
+    real = source.resolve()
+    return any(real.is_relative_to(Path(root).resolve()) for root in roots)
 
 
 def _shrink(image: Image.Image, px: int) -> Image.Image:

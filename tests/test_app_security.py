@@ -212,3 +212,17 @@ def test_login_is_required_for_pages_api_and_files(shared_server):
     cached = next(p for p in shared_server.cache.rglob("*.jpg") if "attack-" not in str(p))
     status, _ = get(shared_server.url, "/gradio_api/file=" + str(cached))
     assert status in (401, 403)
+
+
+def test_a_photo_swapped_for_a_symlink_after_indexing_is_not_read(tmp_path):
+    from assistant.media import MediaCache
+    from tests.conftest import make_image
+
+    root = tmp_path / "photos"
+    photo = make_image(root / "a.png", (200, 10, 10))
+    secret = make_image(tmp_path / "outside" / "secret.png", (10, 200, 10))
+    media = MediaCache(tmp_path / "media", roots=lambda: [str(root)])
+    assert media.thumb(photo) != media.placeholder()
+    photo.unlink()
+    photo.symlink_to(secret)
+    assert media.thumb(photo) == media.placeholder()

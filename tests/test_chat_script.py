@@ -179,3 +179,11 @@ def _script_turn(turn, photos: Path) -> dict:
         return {"text": turn}
     field = "image" if "image" in turn else "more_like"
     return {"text": turn["text"], field: str(photos / f"{turn[field]}.jpg")}
+
+
+def test_repl_survives_a_superscript_rank():
+    from assistant.chat import TurnError, _shown
+    from assistant.conversation import QueryState
+
+    with pytest.raises(TurnError, match="give a result number from 1 to 2"):
+        _shown(QueryState(shown=(1, 2)), "²")
