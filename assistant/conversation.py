@@ -145,9 +145,13 @@ def add_example(state: QueryState, image: Image.Image) -> QueryState:
 
 
 def merge_filters(current: Filter, update: Filters) -> Filter:
-    """Fields the update sets replace the current ones; the others stay."""
+    """Fields the update sets replace the current ones; the others stay. A backwards date range
+    ("from 2019 to 2017") is read the way round that can match."""
     changes = {name: value for name, value in update.model_dump().items() if value}
-    return replace(current, **changes) if changes else current
+    merged = replace(current, **changes) if changes else current
+    if merged.date_from and merged.date_to and merged.date_from > merged.date_to:
+        merged = replace(merged, date_from=merged.date_to, date_to=merged.date_from)
+    return merged
 
 
 def with_results(state: QueryState, ids: list[int], user_text: str, summary: str) -> QueryState:

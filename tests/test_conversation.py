@@ -293,3 +293,8 @@ def test_notes_of_a_turn_are_shown_with_what_was_searched_and_survive_a_reset():
     after = apply(state(["cats"]), update)
     assert describe(after, 3) == "fish; 3 results; read “鱼” as “fish”"
     assert apply(after, QueryUpdate(add=["orange"])).notes == ()
+
+
+def test_a_backwards_date_range_is_turned_round():
+    after = apply(QueryState(), QueryUpdate(filters=Filters(date_from="2019", date_to="2017")))
+    assert (after.filters.date_from, after.filters.date_to) == ("2017", "2019")
