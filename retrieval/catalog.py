@@ -17,7 +17,7 @@ import numpy as np
 
 from retrieval.query import Filter
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class CatalogMismatch(Exception):
@@ -70,6 +70,18 @@ class Catalog:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a catalog written by an older imgchat up to SCHEMA_VERSION, one named step at a time."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(files)")}
+        if "synced" not in columns:
+            m002_synced(self.db)
+        if self.db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone():
+            self.db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
+                (str(SCHEMA_VERSION), SCHEMA_VERSION),
+            )
 
     # --- identity of the vector space -------------------------------------------------------------
     def check_space(
@@ -280,6 +292,12 @@ class Catalog:
 
     def close(self) -> None:
         self.db.close()
+
+
+def m002_synced(db: sqlite3.Connection) -> None:
+    """v2: a per-file flag saying the saved vector store holds the row's current vector, so that a
+    crash between a commit and a store save is repaired on open. Old rows start unsynced (re-added once)."""
+    db.execute("ALTER TABLE files ADD COLUMN synced INTEGER NOT NULL DEFAULT 0")
 
 
 class _Transaction:

@@ -243,3 +243,15 @@ def test_an_unreadable_folder_is_not_taken_for_deleted(tmp_path, photo_folder):
         assert lib.index(photo_folder).removed == 0 and len(lib) == 8
     finally:
         (photo_folder / "home").chmod(0o755)
+
+
+def test_a_version_1_catalog_is_migrated(tmp_path, photo_folder):
+    lib = open_lib(tmp_path)
+    lib.index(photo_folder)
+    lib.close()
+    with sqlite3.connect(tmp_path / "index" / "catalog.sqlite") as con:  # as imgchat's first schema wrote it
+        con.execute("ALTER TABLE files DROP COLUMN synced")
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    lib = open_lib(tmp_path)
+    assert lib.catalog.stored_space()["schema_version"] == "2" and len(lib) == 8
+    assert lib.catalog.unsynced_ids().size == 0  # re-added once on open, then marked
