@@ -56,6 +56,10 @@ class FaissStore(VectorStore):
         self.path, self.dim, self.metric, self.kind = (Path(path) if path else None), dim, metric, kind
         self.use_gpu = gpu_count() > 0 if use_gpu is None else use_gpu
         self._gpu_index = None
+        # caches of what searches read, dropped on every change: len(self) (counting an HNSW id map
+        # sorts it) and the tombstones as an array
+        self._live: int | None = None
+        self._tombs: np.ndarray | None = None
         self.tombstones: set[int] = set()
         self.index = self._load() or self._empty()
 
@@ -96,7 +100,7 @@ class FaissStore(VectorStore):
         else:  # the newest copy wins (see the module docstring)
             self.tombstones.difference_update(ids.tolist())
         self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids)
-        self._gpu_index = None
+        self._changed()
 
     def remove(self, ids: np.ndarray) -> None:
         ids = np.asarray(ids, np.int64)
@@ -104,13 +108,16 @@ class FaissStore(VectorStore):
             self.tombstones.update(ids[self._present(ids)].tolist())
         else:
             self.index.remove_ids(faiss.IDSelectorBatch(ids))
-        self._gpu_index = None
+        self._changed()
+
+    def _changed(self) -> None:
+        self._gpu_index = self._live = self._tombs = None
 
     def _present(self, ids: np.ndarray) -> np.ndarray:
         id_map = self._id_map()
         if not len(id_map):
             return np.zeros(len(ids), bool)
-        return np.isin(ids, id_map) & ~np.isin(ids, list(self.tombstones))
+        return np.isin(ids, id_map) & ~np.isin(ids, self._tombstone_array())
 
     def _id_map(self) -> np.ndarray:
         return faiss.vector_to_array(self.index.id_map).astype(np.int64)
@@ -118,10 +125,18 @@ class FaissStore(VectorStore):
     # --- reading ---------------------------------------------------------------------------------
     def ids(self) -> np.ndarray:
         ids = self._id_map() if self.kind == "flat" else np.unique(self._id_map())
-        return ids[~np.isin(ids, list(self.tombstones))] if self.tombstones else ids
+        return ids[~np.isin(ids, self._tombstone_array())] if self.tombstones else ids
+
+    def _tombstone_array(self) -> np.ndarray:
+        """The tombstones as an array, rebuilt only after a change (searches test against it)."""
+        if self._tombs is None:
+            self._tombs = np.fromiter(self.tombstones, np.int64, len(self.tombstones))
+        return self._tombs
 
     def __len__(self) -> int:
-        return len(self.ids())
+        if self._live is None:
+            self._live = len(self.ids())
+        return self._live
 
     def get(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, np.int64)
@@ -147,7 +162,7 @@ class FaissStore(VectorStore):
         scores, ids = (-scores[0] if self.metric == "l2" else scores[0]), ids[0]
         keep = ids >= 0
         if self.tombstones:
-            keep &= ~np.isin(ids, list(self.tombstones))
+            keep &= ~np.isin(ids, self._tombstone_array())
         if stale:  # a changed id may match through its stale copy: score its newest vector, once
             unique = np.array(list(dict.fromkeys(ids[keep].tolist())), np.int64)
             return self._search_subset(batch[0], k, unique)
@@ -180,7 +195,8 @@ class FaissStore(VectorStore):
         """Rebuild an HNSW graph from its live vectors, dropping tombstones and stale copies."""
         live = self.ids()
         vectors = self.get(live)
-        self.index, self.tombstones, self._gpu_index = self._empty(), set(), None
+        self.index, self.tombstones = self._empty(), set()
+        self._changed()
         self.add(live, vectors)
 
     def save(self) -> None:
