@@ -6,8 +6,6 @@ gathers the vectors it needs and explains each result in words.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from retrieval.catalog import Catalog
@@ -54,9 +52,10 @@ def search(
         scores = 2 * scores - 2  # -||a-b||² for unit vectors, so scores read as the metric's
     order = np.argsort(-scores, kind="stable")[: query.k]
     explain = Explainer(query, pos_vecs, neg_vecs, image_vecs, liked, embedder)
+    records = [catalog.record(int(ids[n])) or {"path": "", "tags": []} for n in order]
+    explain.warm([tag for r in records for tag, _ in r["tags"][: Explainer.TAGS]])
     results = []
-    for n in order:
-        record = catalog.record(int(ids[n])) or {"path": "", "tags": []}
+    for n, record in zip(order, records, strict=True):
         tags = record.pop("tags")
         results.append(
             Result(
@@ -78,9 +77,21 @@ def _none(dim: int) -> np.ndarray:
 class Explainer:
     """Says why an image matched: the concept it is closest to, its own labels, and the examples it resembles."""
 
+    #: labels of an image that are ranked against the query's concepts
+    TAGS = 5
+
     def __init__(self, query: Query, pos, neg, images, liked, embedder: Embedder):
         self.query, self.pos, self.neg, self.images, self.liked = query, pos, neg, images, liked
-        self.label_vector: Callable[[str], np.ndarray] = _label_vectors(embedder)
+        self.embedder = embedder
+        self.labels: dict[str, np.ndarray] = embedder.__dict__.setdefault("_label_vector_cache", {})
+
+    def warm(self, labels: list[str]) -> None:
+        """Embed the labels not seen yet in one batch (one call instead of one per label)."""
+        if not len(self.pos):
+            return
+        missing = list(dict.fromkeys(t for t in labels if t not in self.labels))
+        if missing:
+            self.labels.update(zip(missing, self.embedder.embed_texts(missing), strict=True))
 
     def __call__(self, vector: np.ndarray, tags: list, penalty: float) -> str:
         parts = []
@@ -103,16 +114,6 @@ class Explainer:
         """The image's labels, those nearest the query's concepts first."""
         if not len(self.pos):
             return [t for t, _ in tags[:3]]
-        scored = [(float((self.pos @ self.label_vector(t)).max()), t) for t, _ in tags[:5]]
+        self.warm([t for t, _ in tags[: self.TAGS]])
+        scored = [(float((self.pos @ self.labels[t]).max()), t) for t, _ in tags[: self.TAGS]]
         return [t for _, t in sorted(scored, reverse=True)[:3]]
-
-
-def _label_vectors(embedder: Embedder) -> Callable[[str], np.ndarray]:
-    cache = embedder.__dict__.setdefault("_label_vector_cache", {})
-
-    def vector(label: str) -> np.ndarray:
-        if label not in cache:
-            cache[label] = embedder.embed_texts([label])[0]
-        return cache[label]
-
-    return vector
